@@ -1,0 +1,232 @@
+package throttle
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Limiter decides, for each request, whether its throttles allow it. Build
+// one with New and share it: a Limiter is safe for concurrent use.
+type Limiter struct {
+	cfg        Config
+	keys       *keyBuilder
+	bypassKeys map[string]bool
+	failures   failureLog
+	pool       sync.Pool
+}
+
+// New returns a Limiter for cfg, or an error wrapping ErrInvalidConfig that
+// names the first invalid field.
+func New(cfg Config) (*Limiter, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	l := &Limiter{
+		cfg:        cfg,
+		keys:       newKeyBuilder(cfg.Prefix, cfg.IPHashSecret, cfg.Location),
+		bypassKeys: make(map[string]bool, len(cfg.BypassAPIKeys)),
+	}
+	for _, key := range cfg.BypassAPIKeys {
+		l.bypassKeys[key] = true
+	}
+	l.pool.New = func() any { return new(evaluation) }
+	return l, nil
+}
+
+// Store returns the limiter's store.
+func (l *Limiter) Store() Store { return l.cfg.Store }
+
+// Policy returns a copy of the limiter's policy.
+func (l *Limiter) Policy() Policy { return *l.cfg.Policy }
+
+// evaluation is the scratch space of one decision, reused through a pool.
+type evaluation struct {
+	req      Request
+	batch    Batch
+	scopes   []string
+	tenants  []string
+	periods  []time.Duration
+	shadows  []bool
+	keyBuf   []byte
+	ipBuf    []byte
+	statuses []Status
+}
+
+// Check decides whether r may proceed under the limiter's ready-made set
+// and the handler options, counting it when it may. The error is the store
+// error, if any; the Decision then follows the failure policy.
+func (l *Limiter) Check(r *http.Request, opts ...HandlerOption) (*Decision, error) {
+	h := l.handlerConfig(opts)
+	d := &Decision{}
+	l.decide(r, h, d, true)
+	return d, d.Err
+}
+
+// decide fills d for r. With record false it only reads the counters, as
+// the usage report needs.
+func (l *Limiter) decide(r *http.Request, h *handlerConfig, d *Decision, record bool) {
+	id := l.identify(r)
+	d.Identity = id
+
+	if reason := l.bypass(id); reason != BypassNone {
+		d.Allowed = true
+		d.Bypass = reason
+		l.reportBypass(r, d)
+		return
+	}
+
+	ev := l.pool.Get().(*evaluation)
+	defer l.pool.Put(ev)
+	l.prepare(ev, r, id, h)
+
+	if len(ev.batch.Counters) == 0 {
+		d.Allowed = true
+		return
+	}
+
+	err := l.runStore(r.Context(), &ev.batch, record)
+	if err != nil {
+		d.Err = err
+		d.Allowed = !l.cfg.FailClosed
+		l.reportStoreError(r, d)
+		return
+	}
+
+	l.collect(ev, d)
+	if record {
+		l.report(r, d)
+	}
+}
+
+// identify returns the caller of r.
+func (l *Limiter) identify(r *http.Request) Identity {
+	if l.cfg.Identify != nil {
+		return l.cfg.Identify(r)
+	}
+	id, _ := IdentityFrom(r.Context())
+	return id
+}
+
+// bypass returns why id skips the throttles, if it does. Only the identity
+// that the host service established is consulted, never the request.
+func (l *Limiter) bypass(id Identity) Bypass {
+	if !l.cfg.ThrottleStaff {
+		if id.Superuser {
+			return BypassSuperuser
+		}
+		if id.Staff {
+			return BypassStaff
+		}
+	}
+	if id.APIKey != "" && l.bypassKeys[id.APIKey] {
+		return BypassAPIKey
+	}
+	return BypassNone
+}
+
+// prepare fills ev with the request and the batch of its counters.
+func (l *Limiter) prepare(ev *evaluation, r *http.Request, id Identity, h *handlerConfig) {
+	ev.batch.Reset()
+	ev.scopes = ev.scopes[:0]
+	ev.tenants = ev.tenants[:0]
+	ev.periods = ev.periods[:0]
+	ev.shadows = ev.shadows[:0]
+	ev.keyBuf = ev.keyBuf[:0]
+
+	ev.req = Request{HTTP: r, Identity: id, Scopes: h.scopes, Bulk: h.bulk}
+	if addr, ok := l.cfg.ClientIP.ClientIP(r); ok {
+		ev.req.ClientIP = addr
+		ev.ipBuf = l.keys.hashIP(ev.ipBuf[:0], addr)
+		ev.req.IPHash = string(ev.ipBuf)
+	}
+	if id.APIKey != "" {
+		ev.req.APIKeyHash = l.keys.hashAPIKey(id.APIKey)
+	}
+
+	now := l.cfg.Clock.Now().In(l.cfg.Location)
+	for _, t := range h.throttles {
+		limit, ok := t.Limit(&ev.req)
+		if !ok {
+			continue
+		}
+		tenant := limit.Tenant
+		if tenant == "" {
+			tenant = globalTenant
+		}
+		start := len(ev.keyBuf)
+		ev.keyBuf = l.keys.appendCounterKey(ev.keyBuf, t.Scope(), tenant, limit.Subject)
+		c := Counter{Limit: limit.Rate.Limit, Period: limit.Rate.Period, Shadow: limit.Shadow}
+		period := limit.Rate.Period
+		if limit.Calendar {
+			ev.keyBuf = appendDate(ev.keyBuf, now)
+			c.WindowEnd = nextMidnight(now)
+			period = 24 * time.Hour
+		}
+		c.Key = string(ev.keyBuf[start:])
+		if limit.OnlyFlagged {
+			c.FlagKey = l.keys.flagKey(ev.req.IPHash)
+		}
+		ev.batch.Counters = append(ev.batch.Counters, c)
+		ev.scopes = append(ev.scopes, t.Scope())
+		ev.tenants = append(ev.tenants, limit.Tenant)
+		ev.periods = append(ev.periods, period)
+		ev.shadows = append(ev.shadows, limit.Shadow)
+	}
+
+	if !l.cfg.Shadow {
+		ev.batch.DenialKey = string(l.keys.denialKey(nil, id.TenantSlug(), now))
+		ev.batch.DenialTTL = l.cfg.DenialRetention
+	}
+}
+
+// nextMidnight returns the start of the calendar day after t, in t's
+// location. AddDate handles days of 23 or 25 hours.
+func nextMidnight(t time.Time) time.Time {
+	y, m, day := t.Date()
+	return time.Date(y, m, day+1, 0, 0, 0, 0, t.Location())
+}
+
+// runStore calls the store under the configured timeout.
+func (l *Limiter) runStore(ctx context.Context, b *Batch, record bool) error {
+	ctx, cancel := context.WithTimeout(ctx, l.cfg.StoreTimeout)
+	defer cancel()
+	if record {
+		return l.cfg.Store.Take(ctx, b)
+	}
+	return l.cfg.Store.Peek(ctx, b)
+}
+
+// collect turns the store's results into the decision.
+func (l *Limiter) collect(ev *evaluation, d *Decision) {
+	b := &ev.batch
+	d.Now = b.Now
+	d.Statuses = slices.Grow(d.Statuses[:0], len(b.Counters))
+	for i := range b.Counters {
+		res := &b.Results[i]
+		if !res.Applied {
+			continue
+		}
+		c := &b.Counters[i]
+		d.Statuses = append(d.Statuses, Status{
+			Scope:      ev.scopes[i],
+			Tenant:     ev.tenants[i],
+			Key:        c.Key,
+			Limit:      c.Limit,
+			Period:     ev.periods[i],
+			Remaining:  res.Remaining,
+			Reset:      b.Now.Add(res.ResetAfter),
+			RetryAfter: res.RetryAfter,
+			Allowed:    res.Allowed,
+			Shadow:     ev.shadows[i] || l.cfg.Shadow,
+		})
+	}
+	d.Allowed = b.Allowed
+	d.summarize()
+	if !b.Allowed && l.cfg.Shadow {
+		d.Allowed = true
+		d.ShadowDenied = true
+	}
+}

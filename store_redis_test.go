@@ -1,0 +1,158 @@
+package throttle
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// newMiniredisHarness runs a store on miniredis, whose clock the test sets.
+func newMiniredisHarness(t *testing.T) *storeHarness {
+	t.Helper()
+	server := miniredis.RunT(t)
+	server.SetTime(testEpoch)
+	client := redis.NewClient(&redis.Options{Addr: server.Addr()})
+	t.Cleanup(func() { client.Close() })
+	store := NewRedisStore(client)
+	var offset time.Duration
+	return &storeHarness{
+		store: store,
+		now:   func() time.Time { return testEpoch.Add(offset) },
+		advance: func(d time.Duration) {
+			offset += d
+			store.offsetMillis.Add(d.Milliseconds())
+			if d > 0 {
+				server.FastForward(d)
+			}
+		},
+		prefix: "test",
+	}
+}
+
+func TestRedisStoreConformanceMiniredis(t *testing.T) {
+	runStoreConformance(t, newMiniredisHarness)
+}
+
+// realRedisClient connects to the server named by THROTTLE_REDIS_ADDR, and
+// skips the test when the variable is not set.
+func realRedisClient(t *testing.T) *redis.Client {
+	t.Helper()
+	addr := os.Getenv("THROTTLE_REDIS_ADDR")
+	if addr == "" {
+		t.Skip("THROTTLE_REDIS_ADDR is not set; set it to host:port of a redis-server to run this test")
+	}
+	client := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { client.Close() })
+	require.NoError(t, client.Ping(context.Background()).Err(), "THROTTLE_REDIS_ADDR=%s", addr)
+	return client
+}
+
+// newServerHarness runs a store on a real server. The server's clock moves
+// on its own, so the harness moves the store's view of it with the test
+// offset, and every key gets a prefix unique to the test, deleted after it.
+func newServerHarness(t *testing.T, client redis.UniversalClient) *storeHarness {
+	t.Helper()
+	store := NewRedisStore(client)
+	prefix := fmt.Sprintf("throttle-test-%d", rand.Int64())
+	t.Cleanup(func() {
+		_, _ = store.DeleteMatching(context.Background(), prefix+"*")
+	})
+	return &storeHarness{
+		store: store,
+		now: func() time.Time {
+			serverTime, err := client.Time(context.Background()).Result()
+			require.NoError(t, err)
+			return serverTime.Add(time.Duration(store.offsetMillis.Load()) * time.Millisecond)
+		},
+		advance: func(d time.Duration) { store.offsetMillis.Add(d.Milliseconds()) },
+		prefix:  prefix,
+	}
+}
+
+func TestRedisStoreConformanceServer(t *testing.T) {
+	client := realRedisClient(t)
+	runStoreConformance(t, func(t *testing.T) *storeHarness { return newServerHarness(t, client) })
+}
+
+func TestRedisStoreKeysExpire(t *testing.T) {
+	client := realRedisClient(t)
+	ctx := context.Background()
+	store := NewRedisStore(client)
+	prefix := fmt.Sprintf("throttle-ttl-%d", rand.Int64())
+	t.Cleanup(func() { _, _ = store.DeleteMatching(ctx, prefix+"*") })
+
+	lim, err := New(Config{Store: store, Prefix: prefix})
+	require.NoError(t, err)
+	handler := lim.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	member := Identity{Tenant: Tenant{Slug: "acme", Plan: "free"}, UserID: "u1", Role: "member"}
+	for i := range 12 {
+		r := httptest.NewRequest(http.MethodPost, "/", nil)
+		r.RemoteAddr = "198.51.100.23:4000"
+		handler.ServeHTTP(httptest.NewRecorder(), r.WithContext(WithIdentity(r.Context(), member)))
+
+		r = httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = fmt.Sprintf("198.51.100.%d:4000", i)
+		handler.ServeHTTP(httptest.NewRecorder(), r)
+	}
+
+	keys, err := client.Keys(ctx, prefix+"*").Result()
+	require.NoError(t, err)
+	require.NotEmpty(t, keys)
+	for _, key := range keys {
+		ttl, err := client.PTTL(ctx, key).Result()
+		require.NoError(t, err)
+		assert.Greater(t, ttl, time.Duration(0), "key %q has no TTL", key)
+		assert.NotContains(t, key, "198.51.100", "key %q holds a client IP in clear", key)
+	}
+}
+
+func TestRedisStoreNoscriptReload(t *testing.T) {
+	client := realRedisClient(t)
+	h := newServerHarness(t, client)
+	c := Counter{Key: h.key("c"), Limit: 5, Period: time.Minute}
+	take(t, h, c)
+	require.NoError(t, client.ScriptFlush(context.Background()).Err())
+	b := take(t, h, c)
+	assert.Equal(t, int64(3), b.Results[0].Remaining, "the script was loaded again after NOSCRIPT")
+}
+
+func TestRedisStoreBadReply(t *testing.T) {
+	b := &Batch{Counters: []Counter{{Key: "k", Limit: 1, Period: time.Second}}}
+	b.prepareResults()
+	tests := []struct {
+		name  string
+		reply []any
+	}{
+		{"too short", []any{int64(1)}},
+		{"wrong type", []any{int64(1), int64(2), "x", int64(1), int64(1), int64(0), int64(0)}},
+		{"nil element", []any{int64(1), int64(2), nil, int64(1), int64(1), int64(0), int64(0)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := decodeTakeReply(tt.reply, b)
+			require.Error(t, err)
+			assert.ErrorIs(t, err, errBadReply)
+		})
+	}
+}
+
+func TestRedisStoreUnreachable(t *testing.T) {
+	client := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
+	defer client.Close()
+	store := NewRedisStore(client)
+	err := store.Take(context.Background(), &Batch{Counters: []Counter{{Key: "k", Limit: 1, Period: time.Second}}})
+	require.Error(t, err)
+	assert.ErrorIs(t, err, ErrStoreUnavailable)
+	assert.False(t, strings.Contains(err.Error(), "panic"))
+}
