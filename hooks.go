@@ -24,6 +24,9 @@ type Hooks struct {
 	NearLimit func(Event)
 	// StoreError is called when the store fails; Event.Err holds the error.
 	StoreError func(Event)
+	// StoreCall is called after every store call with its duration and
+	// error, for latency metrics.
+	StoreCall func(elapsed time.Duration, err error)
 }
 
 // Event is what a hook receives.

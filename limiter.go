@@ -193,10 +193,21 @@ func nextMidnight(t time.Time) time.Time {
 func (l *Limiter) runStore(ctx context.Context, b *Batch, record bool) error {
 	ctx, cancel := context.WithTimeout(ctx, l.cfg.StoreTimeout)
 	defer cancel()
-	if record {
-		return l.cfg.Store.Take(ctx, b)
+
+	var start time.Time
+	if l.cfg.Hooks.StoreCall != nil {
+		start = time.Now()
 	}
-	return l.cfg.Store.Peek(ctx, b)
+	var err error
+	if record {
+		err = l.cfg.Store.Take(ctx, b)
+	} else {
+		err = l.cfg.Store.Peek(ctx, b)
+	}
+	if l.cfg.Hooks.StoreCall != nil {
+		l.cfg.Hooks.StoreCall(time.Since(start), err)
+	}
+	return err
 }
 
 // collect turns the store's results into the decision.

@@ -1,32 +1,75 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
+	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/zumodra/throttle"
 )
 
 // options are the command-line settings of the demo server.
 type options struct {
 	addr           string
+	redisURL       string
+	redisCluster   []string
+	failClosed     bool
+	storeTimeout   time.Duration
 	trustedProxies []netip.Prefix
 }
 
-func (o *options) storeName() string { return "memory" }
+func (o *options) storeName() string {
+	switch {
+	case o.redisURL != "":
+		return "redis"
+	case len(o.redisCluster) > 0:
+		return "redis-cluster"
+	}
+	return "memory"
+}
 
 func parseFlags(args []string) (*options, error) {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	o := &options{}
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "address to listen on, host:port")
+	fs.StringVar(&o.redisURL, "redis", "", "keep counters in Redis at this URL, redis://HOST:PORT/DB, instead of in memory")
+	cluster := fs.String("redis-cluster", "", "keep counters in a Redis Cluster, given as comma-separated HOST:PORT seed nodes")
+	fail := fs.String("fail", "open", "what to do when the store fails: open (serve the request uncounted) or closed (answer 503)")
+	fs.DurationVar(&o.storeTimeout, "store-timeout", throttle.DefaultStoreTimeout, "maximum time one store call may take, such as 100ms")
 	proxies := fs.String("trusted-proxies", "", "comma-separated CIDR prefixes of proxies whose X-Forwarded-For and Forwarded headers are trusted (none by default)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+
+	if *cluster != "" {
+		for _, node := range strings.Split(*cluster, ",") {
+			node = strings.TrimSpace(node)
+			if node == "" {
+				return nil, fmt.Errorf("-redis-cluster: empty node address in %q", *cluster)
+			}
+			o.redisCluster = append(o.redisCluster, node)
+		}
+	}
+	if o.redisURL != "" && len(o.redisCluster) > 0 {
+		return nil, fmt.Errorf("-redis and -redis-cluster cannot be used together")
+	}
+	switch *fail {
+	case "open":
+	case "closed":
+		o.failClosed = true
+	default:
+		return nil, fmt.Errorf("-fail: invalid value %q: use open or closed", *fail)
+	}
+	if o.storeTimeout <= 0 {
+		return nil, fmt.Errorf("-store-timeout: invalid value %v: must be positive", o.storeTimeout)
 	}
 	var err error
 	o.trustedProxies, err = throttle.ParseTrustedProxies(*proxies)
@@ -40,13 +83,51 @@ func parseFlags(args []string) (*options, error) {
 // releases what it opened.
 func newLimiter(o *options, logger *slog.Logger) (*throttle.Limiter, func(), error) {
 	cfg := throttle.Config{
-		ClientIP: throttle.ClientIPResolver{TrustedProxies: o.trustedProxies},
-		Logger:   logger,
-		Hooks:    hooks(),
+		ClientIP:     throttle.ClientIPResolver{TrustedProxies: o.trustedProxies},
+		FailClosed:   o.failClosed,
+		StoreTimeout: o.storeTimeout,
+		Logger:       logger,
+		Hooks:        hooks(),
 	}
-	lim, err := throttle.New(cfg)
+
+	cleanup := func() {}
+	client, err := newRedisClient(o)
 	if err != nil {
 		return nil, nil, err
 	}
-	return lim, func() {}, nil
+	if client != nil {
+		cfg.Store = throttle.NewRedisStore(client)
+		cleanup = func() { client.Close() }
+	}
+
+	lim, err := throttle.New(cfg)
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return lim, cleanup, nil
+}
+
+// newRedisClient connects to the Redis the flags name, or returns nil for
+// the memory store. A server that does not answer at start-up is logged by
+// the limiter later; it is not fatal, because failing open keeps serving.
+func newRedisClient(o *options) (redis.UniversalClient, error) {
+	switch {
+	case o.redisURL != "":
+		opts, err := redis.ParseURL(o.redisURL)
+		if err != nil {
+			return nil, fmt.Errorf("-redis: invalid URL %q: %w", o.redisURL, err)
+		}
+		return redis.NewClient(opts), nil
+	case len(o.redisCluster) > 0:
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: o.redisCluster}), nil
+	}
+	return nil, nil
+}
+
+// pingStore reports whether the store's server answers, for the start-up log.
+func pingStore(ctx context.Context, client redis.UniversalClient) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return client.Ping(ctx).Err()
 }
