@@ -78,6 +78,13 @@ type Config struct {
 	FailClosed bool
 	// StoreTimeout bounds every store call. Zero means 100 ms.
 	StoreTimeout time.Duration
+	// CircuitBreaker stops calling a store that keeps failing, so a dead
+	// Redis is not waited on for every request. The zero value turns it on
+	// with the defaults.
+	CircuitBreaker CircuitBreakerConfig
+	// Fallback decides on local counters while the store fails, instead of
+	// failing open or closed. The zero value turns it off.
+	Fallback FallbackConfig
 
 	// DenyHandler writes the response to a denied request. Nil means the
 	// JSON body {"detail": "Request was throttled. Expected available in N
@@ -140,7 +147,7 @@ func (cfg *Config) normalize() error {
 	switch {
 	case cfg.NearLimit == 0:
 		cfg.NearLimit = DefaultNearLimit
-	case cfg.NearLimit < 0 || cfg.NearLimit > 1:
+	case !(cfg.NearLimit > 0 && cfg.NearLimit <= 1): // also rejects NaN
 		return fmt.Errorf("%w: near_limit: invalid value %v: must be between 0 and 1", ErrInvalidConfig, cfg.NearLimit)
 	}
 	switch {
@@ -148,6 +155,12 @@ func (cfg *Config) normalize() error {
 		cfg.StoreTimeout = DefaultStoreTimeout
 	case cfg.StoreTimeout < 0:
 		return fmt.Errorf("%w: store_timeout: invalid value %v: must be positive", ErrInvalidConfig, cfg.StoreTimeout)
+	}
+	if err := cfg.CircuitBreaker.normalize(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	if err := cfg.Fallback.normalize(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	return nil
 }

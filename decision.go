@@ -43,10 +43,18 @@ type Decision struct {
 	// Identity is the caller the decision is about.
 	Identity Identity
 	// Err is the store error, when the store failed; Allowed then follows
-	// the failure policy.
+	// the failure policy, or the local counters when Fallback is set.
 	Err error
+	// Fallback reports that the store failed and the request was decided
+	// on this instance's local counters (Config.Fallback), with each limit
+	// divided by the number of instances. The decision is otherwise a
+	// normal one.
+	Fallback bool
 	// Now is the store's time that Reset and the statuses are relative to.
 	Now time.Time
+
+	// keys holds the counter keys the statuses' Key fields point into.
+	keys keyArena
 }
 
 // Status is where a caller stands in one throttle.
@@ -57,7 +65,9 @@ type Status struct {
 	// by all tenants.
 	Tenant string
 	// Key is the counter's key. Client IPs and API keys appear in it only
-	// hashed, so it is safe to log.
+	// hashed, so it is safe to log. It shares memory with the Decision, and
+	// is valid until the Decision is reused: a hook that keeps it past its
+	// call must copy it with strings.Clone.
 	Key string
 	// Limit and Period are the throttle's rate. Period is one day for a
 	// calendar-day quota.
@@ -75,6 +85,12 @@ type Status struct {
 	// Shadow reports whether the throttle runs in shadow mode: it reports
 	// but never denies, and is left out of response headers.
 	Shadow bool
+}
+
+// reset clears d for reuse, keeping the memory of its statuses and keys.
+func (d *Decision) reset() {
+	statuses, keys := d.Statuses[:0], d.keys
+	*d = Decision{Statuses: statuses, keys: keys}
 }
 
 // denied reports whether the decision sends a denial to the client.

@@ -47,6 +47,8 @@ type Event struct {
 // report calls the hooks and logs a counted decision.
 func (l *Limiter) report(r *http.Request, d *Decision) {
 	hooks := &l.cfg.Hooks
+	// Only a counted request moves a counter towards its limit.
+	counted := d.Allowed && !d.ShadowDenied
 	for i := range d.Statuses {
 		s := &d.Statuses[i]
 		if !s.Allowed {
@@ -56,19 +58,23 @@ func (l *Limiter) report(r *http.Request, d *Decision) {
 			l.logDenial(r, d, s)
 			continue
 		}
-		if hooks.NearLimit != nil && nearLimit(s, l.cfg.NearLimit) {
+		if counted && hooks.NearLimit != nil && nearLimit(s, l.cfg.NearLimit) {
 			hooks.NearLimit(Event{Request: r, Decision: d, Status: *s})
 		}
 	}
-	if d.Allowed && !d.ShadowDenied && hooks.Allowed != nil {
-		var most Status
+	if counted && hooks.Allowed != nil {
+		// Shadow throttles count here, so that shadow mode reports too.
+		var most *Status
 		for i := range d.Statuses {
-			if d.Statuses[i].Limit == d.Limit && d.Statuses[i].Remaining == d.Remaining {
-				most = d.Statuses[i]
-				break
+			if most == nil || moreRestrictive(&d.Statuses[i], most) {
+				most = &d.Statuses[i]
 			}
 		}
-		hooks.Allowed(Event{Request: r, Decision: d, Status: most})
+		var status Status
+		if most != nil {
+			status = *most
+		}
+		hooks.Allowed(Event{Request: r, Decision: d, Status: status})
 	}
 }
 
@@ -118,7 +124,10 @@ func (l *Limiter) reportStoreError(r *http.Request, d *Decision) {
 		return
 	}
 	policy := "fail open: request served uncounted"
-	if l.cfg.FailClosed {
+	switch {
+	case d.Fallback:
+		policy = "local fallback: request decided on this instance's counters"
+	case l.cfg.FailClosed:
 		policy = "fail closed: request answered 503"
 	}
 	l.cfg.Logger.LogAttrs(context.WithoutCancel(r.Context()), slog.LevelError, "rate limit store failed",

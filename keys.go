@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+	"unsafe"
 )
 
 // Keys look like this, so an operator can find them with
@@ -22,7 +23,7 @@ import (
 // hold: a value made only of letters, digits, '.', '-' and '_' (not first),
 // at most maxRawKeyPart bytes long, is written as is; any other value is
 // written as '~' and the base64url SHA-256 of the value, cut to 22
-// characters (132 bits). The two forms cannot meet, because '~' is never
+// characters (128 bits). The two forms cannot meet, because '~' is never
 // part of a raw value. Keys therefore stay short whatever the input size.
 //
 // The subject is wrapped in braces so that Redis Cluster hashes only the
@@ -90,13 +91,16 @@ type keyBuilder struct {
 	location *time.Location
 }
 
-// counterKey appends the key of a counter.
+// appendCounterKey appends the key of a counter. An empty tenant names the
+// counters shared by every tenant.
 func (kb *keyBuilder) appendCounterKey(dst []byte, scope, tenant string, subject Subject) []byte {
 	dst = append(dst, kb.prefix...)
 	dst = append(dst, ':')
 	dst = append(dst, scope...)
 	dst = append(dst, ':')
-	if tenant == globalTenant {
+	if tenant == "" {
+		// Counters shared by every tenant. A tenant slugged "_" is hashed
+		// like any slug starting with '_', so it cannot reach this form.
 		dst = append(dst, globalTenant...)
 	} else {
 		dst = appendKeyPart(dst, tenant)
@@ -113,24 +117,31 @@ func (kb *keyBuilder) appendCounterKey(dst []byte, scope, tenant string, subject
 	return append(dst, '}')
 }
 
-// appendDate appends ":YYYY-MM-DD" for the calendar day of t.
-func appendDate(dst []byte, t time.Time) []byte {
-	dst = append(dst, ':')
-	return t.AppendFormat(dst, time.DateOnly)
-}
-
 // flagKey returns the key that flags a client IP hash.
 func (kb *keyBuilder) flagKey(ipHash string) string {
-	return string(kb.appendCounterKey(nil, "flag", globalTenant, Subject{Kind: subjectIP, Value: ipHash}))
+	return string(kb.appendFlagKey(nil, ipHash))
+}
+
+// appendFlagKey appends the key that flags a client IP hash.
+func (kb *keyBuilder) appendFlagKey(dst []byte, ipHash string) []byte {
+	return kb.appendCounterKey(dst, "flag", "", Subject{Kind: subjectIP, Value: ipHash})
 }
 
 // denialKey returns the key that counts a tenant's denials on day t.
 func (kb *keyBuilder) denialKey(dst []byte, tenant string, t time.Time) []byte {
+	var date [len(time.DateOnly)]byte
+	t.In(kb.location).AppendFormat(date[:0], time.DateOnly)
+	return kb.appendDenialKey(dst, tenant, date[:])
+}
+
+// appendDenialKey appends the key that counts a tenant's denials on the
+// day whose date is given as YYYY-MM-DD.
+func (kb *keyBuilder) appendDenialKey(dst []byte, tenant string, date []byte) []byte {
 	dst = append(dst, kb.prefix...)
 	dst = append(dst, ":denials:{"...)
 	dst = appendKeyPart(dst, tenant)
-	dst = append(dst, '}')
-	return appendDate(dst, t.In(kb.location))
+	dst = append(dst, "}:"...)
+	return append(dst, date...)
 }
 
 // hashIP returns the subject value for a client address: 22 base64url
@@ -196,4 +207,37 @@ func newKeyBuilder(prefix string, secret []byte, location *time.Location) *keyBu
 		kb.ipSecret = append([]byte(nil), secret...)
 	}
 	return kb
+}
+
+// keyArena holds the keys of one decision in one buffer. The strings it
+// hands out point into the buffer without copying, so they stay valid only
+// until the arena is reset for the next decision that reuses it.
+type keyArena struct {
+	buf   []byte
+	begin int
+}
+
+// reset empties the arena, keeping its capacity.
+func (a *keyArena) reset() {
+	if a.buf == nil {
+		a.buf = make([]byte, 0, 512)
+	}
+	a.buf = a.buf[:0]
+}
+
+// start marks the beginning of a key.
+func (a *keyArena) start() { a.begin = len(a.buf) }
+
+// end returns the key written since start.
+func (a *keyArena) end() string {
+	if len(a.buf) == a.begin {
+		return ""
+	}
+	return unsafe.String(&a.buf[a.begin], len(a.buf)-a.begin)
+}
+
+// appendDate appends ":YYYY-MM-DD" for the calendar day of t.
+func appendDate(dst []byte, t time.Time) []byte {
+	dst = append(dst, ':')
+	return t.AppendFormat(dst, time.DateOnly)
 }

@@ -16,6 +16,15 @@ type Limiter struct {
 	bypassKeys map[string]bool
 	failures   failureLog
 	pool       sync.Pool
+	hashes     hashCache
+	days       dayCache
+	// defaultHandler is the handler configuration without options.
+	defaultHandler handlerConfig
+	// breaker stops store calls during an outage; nil when disabled.
+	breaker *breaker
+	// fallback decides on local counters while the store fails; nil when
+	// off.
+	fallback *fallback
 }
 
 // New returns a Limiter for cfg, or an error wrapping ErrInvalidConfig that
@@ -33,6 +42,11 @@ func New(cfg Config) (*Limiter, error) {
 		l.bypassKeys[key] = true
 	}
 	l.pool.New = func() any { return new(evaluation) }
+	l.defaultHandler = handlerConfig{throttles: cfg.Throttles}
+	if !cfg.CircuitBreaker.Disabled {
+		l.breaker = newBreaker(cfg.CircuitBreaker, cfg.Clock)
+	}
+	l.fallback = newFallback(cfg.Fallback, cfg.Clock)
 	return l, nil
 }
 
@@ -50,8 +64,6 @@ type evaluation struct {
 	tenants  []string
 	periods  []time.Duration
 	shadows  []bool
-	keyBuf   []byte
-	ipBuf    []byte
 	statuses []Status
 }
 
@@ -63,6 +75,15 @@ func (l *Limiter) Check(r *http.Request, opts ...HandlerOption) (*Decision, erro
 	d := &Decision{}
 	l.decide(r, h, d, true)
 	return d, d.Err
+}
+
+// Decide is Check for callers that reuse a Decision: it resets d and fills
+// it, without allocating on the memory store once d's Statuses has grown to
+// the size of the set. It uses the limiter's set without handler options.
+func (l *Limiter) Decide(r *http.Request, d *Decision) error {
+	d.reset()
+	l.decide(r, &l.defaultHandler, d, true)
+	return d.Err
 }
 
 // decide fills d for r. With record false it only reads the counters, as
@@ -80,7 +101,7 @@ func (l *Limiter) decide(r *http.Request, h *handlerConfig, d *Decision, record 
 
 	ev := l.pool.Get().(*evaluation)
 	defer l.pool.Put(ev)
-	l.prepare(ev, r, id, h)
+	l.prepare(ev, d, r, id, h)
 
 	if len(ev.batch.Counters) == 0 {
 		d.Allowed = true
@@ -90,12 +111,19 @@ func (l *Limiter) decide(r *http.Request, h *handlerConfig, d *Decision, record 
 	err := l.runStore(r.Context(), &ev.batch, record)
 	if err != nil {
 		d.Err = err
-		d.Allowed = !l.cfg.FailClosed
-		l.reportStoreError(r, d)
-		return
+		if l.fallback == nil {
+			d.Allowed = !l.cfg.FailClosed
+			l.reportStoreError(r, d)
+			return
+		}
+		d.Fallback = true
+		l.fallback.run(&ev.batch, record)
 	}
 
 	l.collect(ev, d)
+	if d.Fallback {
+		l.reportStoreError(r, d)
+	}
 	if record {
 		l.report(r, d)
 	}
@@ -127,47 +155,47 @@ func (l *Limiter) bypass(id Identity) Bypass {
 	return BypassNone
 }
 
-// prepare fills ev with the request and the batch of its counters.
-func (l *Limiter) prepare(ev *evaluation, r *http.Request, id Identity, h *handlerConfig) {
+// prepare fills ev with the request and the batch of its counters. The
+// keys are written into d's buffer, so they live as long as d does.
+func (l *Limiter) prepare(ev *evaluation, d *Decision, r *http.Request, id Identity, h *handlerConfig) {
 	ev.batch.Reset()
 	ev.scopes = ev.scopes[:0]
 	ev.tenants = ev.tenants[:0]
 	ev.periods = ev.periods[:0]
 	ev.shadows = ev.shadows[:0]
-	ev.keyBuf = ev.keyBuf[:0]
+	keys := &d.keys
+	keys.reset()
 
 	ev.req = Request{HTTP: r, Identity: id, Scopes: h.scopes, Bulk: h.bulk}
 	if addr, ok := l.cfg.ClientIP.ClientIP(r); ok {
 		ev.req.ClientIP = addr
-		ev.ipBuf = l.keys.hashIP(ev.ipBuf[:0], addr)
-		ev.req.IPHash = string(ev.ipBuf)
+		ev.req.IPHash = l.ipHash(addr)
 	}
 	if id.APIKey != "" {
-		ev.req.APIKeyHash = l.keys.hashAPIKey(id.APIKey)
+		ev.req.APIKeyHash = l.apiKeyHash(id.APIKey)
 	}
 
 	now := l.cfg.Clock.Now().In(l.cfg.Location)
+	today := l.days.day(now)
 	for _, t := range h.throttles {
 		limit, ok := t.Limit(&ev.req)
 		if !ok {
 			continue
 		}
-		tenant := limit.Tenant
-		if tenant == "" {
-			tenant = globalTenant
-		}
-		start := len(ev.keyBuf)
-		ev.keyBuf = l.keys.appendCounterKey(ev.keyBuf, t.Scope(), tenant, limit.Subject)
+		keys.start()
+		keys.buf = l.keys.appendCounterKey(keys.buf, t.Scope(), limit.Tenant, limit.Subject)
 		c := Counter{Limit: limit.Rate.Limit, Period: limit.Rate.Period, Shadow: limit.Shadow}
 		period := limit.Rate.Period
 		if limit.Calendar {
-			ev.keyBuf = appendDate(ev.keyBuf, now)
-			c.WindowEnd = nextMidnight(now)
+			keys.buf = append(append(keys.buf, ':'), today.date[:]...)
+			c.WindowEnd = today.end
 			period = 24 * time.Hour
 		}
-		c.Key = string(ev.keyBuf[start:])
+		c.Key = keys.end()
 		if limit.OnlyFlagged {
-			c.FlagKey = l.keys.flagKey(ev.req.IPHash)
+			keys.start()
+			keys.buf = l.keys.appendFlagKey(keys.buf, ev.req.IPHash)
+			c.FlagKey = keys.end()
 		}
 		ev.batch.Counters = append(ev.batch.Counters, c)
 		ev.scopes = append(ev.scopes, t.Scope())
@@ -177,22 +205,31 @@ func (l *Limiter) prepare(ev *evaluation, r *http.Request, id Identity, h *handl
 	}
 
 	if !l.cfg.Shadow {
-		ev.batch.DenialKey = string(l.keys.denialKey(nil, id.TenantSlug(), now))
+		keys.start()
+		keys.buf = l.keys.appendDenialKey(keys.buf, id.TenantSlug(), today.date[:])
+		ev.batch.DenialKey = keys.end()
 		ev.batch.DenialTTL = l.cfg.DenialRetention
 	}
 }
 
-// nextMidnight returns the start of the calendar day after t, in t's
-// location. AddDate handles days of 23 or 25 hours.
-func nextMidnight(t time.Time) time.Time {
-	y, m, day := t.Date()
-	return time.Date(y, m, day+1, 0, 0, 0, 0, t.Location())
-}
-
-// runStore calls the store under the configured timeout.
+// runStore calls the store under the configured timeout, unless the
+// circuit breaker is open, and reports the outcome to the breaker.
 func (l *Limiter) runStore(ctx context.Context, b *Batch, record bool) error {
-	ctx, cancel := context.WithTimeout(ctx, l.cfg.StoreTimeout)
-	defer cancel()
+	probe := false
+	if l.breaker != nil {
+		var ok bool
+		if ok, probe = l.breaker.allow(); !ok {
+			return errCircuitOpen
+		}
+	}
+
+	// The memory store never waits, so it skips the timer a timeout costs.
+	callCtx := ctx
+	if _, local := l.cfg.Store.(*MemoryStore); !local {
+		var cancel context.CancelFunc
+		callCtx, cancel = context.WithTimeout(ctx, l.cfg.StoreTimeout)
+		defer cancel()
+	}
 
 	var start time.Time
 	if l.cfg.Hooks.StoreCall != nil {
@@ -200,12 +237,16 @@ func (l *Limiter) runStore(ctx context.Context, b *Batch, record bool) error {
 	}
 	var err error
 	if record {
-		err = l.cfg.Store.Take(ctx, b)
+		err = l.cfg.Store.Take(callCtx, b)
 	} else {
-		err = l.cfg.Store.Peek(ctx, b)
+		err = l.cfg.Store.Peek(callCtx, b)
 	}
 	if l.cfg.Hooks.StoreCall != nil {
 		l.cfg.Hooks.StoreCall(time.Since(start), err)
+	}
+
+	if l.breaker != nil {
+		l.reportToBreaker(ctx, err, probe)
 	}
 	return err
 }

@@ -88,7 +88,8 @@ func (l *Limiter) handlerConfig(opts []HandlerOption) *handlerConfig {
 // An allowed request gets the limit fields and reaches next; a denied one
 // gets 429 with Retry-After and never reaches next; a bypassed one reaches
 // next with no limit fields. When the store fails, the request is served
-// uncounted, or answered 503 when Config.FailClosed is set.
+// uncounted, or answered 503 when Config.FailClosed is set, unless the
+// local fallback decides it as a normal request.
 func (l *Limiter) Handler(next http.Handler, opts ...HandlerOption) http.Handler {
 	h := l.handlerConfig(opts)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -98,7 +99,7 @@ func (l *Limiter) Handler(next http.Handler, opts ...HandlerOption) http.Handler
 		l.decide(r, h, d, true)
 
 		switch {
-		case d.Err != nil && !d.Allowed:
+		case d.Err != nil && !d.Fallback && !d.Allowed:
 			writeUnavailable(w)
 		case !d.Allowed:
 			l.deny(w, r, d)
@@ -120,8 +121,7 @@ func (l *Limiter) Middleware(opts ...HandlerOption) func(http.Handler) http.Hand
 var decisionPool = sync.Pool{New: func() any { return new(Decision) }}
 
 func putDecision(d *Decision) {
-	statuses := d.Statuses[:0]
-	*d = Decision{Statuses: statuses}
+	d.reset()
 	decisionPool.Put(d)
 }
 

@@ -50,6 +50,9 @@ func (t PlanThrottle) validate() error { return validateRates(t.Rates) }
 // limiter's time zone (UTC unless configured), the date is part of the
 // counter's key, and so the quota resets exactly once a day. Every rate must
 // be per one day.
+//
+// NOTE: the day is read from the limiter's clock, not the store's. A clock
+// that steps back across midnight reads the previous day's counter again.
 type DailyQuota struct {
 	// Name is the scope, usually "daily".
 	Name string

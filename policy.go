@@ -2,6 +2,7 @@ package throttle
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 )
 
@@ -31,6 +32,18 @@ type Policy struct {
 	// Scopes maps endpoint scope names to their rates; a handler opts in
 	// with the Scope handler option.
 	Scopes map[string]Rate `json:"scopes" yaml:"scopes"`
+	// ShadowScopes names scopes whose throttles run in shadow mode: they
+	// count and report to hooks but never deny, and response headers leave
+	// them out. Throttles, IPThrottle, BulkThrottle and ScopeThrottle set
+	// the Shadow field of the throttles they build from it.
+	ShadowScopes []string `json:"shadow_scopes" yaml:"shadow_scopes"`
+	// APIKeys maps API keys to rates of their own (scope "api_key"), and
+	// APIKeyDefault is the rate of other API keys; zero means no limit.
+	// Keys in the allowlist Config.BypassAPIKeys skip every throttle instead.
+	// The keys are secrets: they reach the store and logs only hashed, and
+	// are never marshalled.
+	APIKeys       map[string]Rate `json:"-" yaml:"-"`
+	APIKeyDefault Rate            `json:"api_key_default" yaml:"api_key_default"`
 }
 
 // DefaultPolicy returns the default rates: the four standard plans, the
@@ -77,34 +90,35 @@ func (p Policy) planRates(field func(PlanLimits) Rate) map[string]Rate {
 // plan's sustained rate, burst rate and daily quota, its role's rate; to an
 // anonymous caller, the anonymous sustained and burst rates; to every
 // caller, the IP burst rate, the write rate on POST, PUT, PATCH and DELETE,
-// and the suspicious-IP rate while its IP is flagged. Throttles whose rate
-// is zero are left out.
+// and the suspicious-IP rate while its IP is flagged; to a caller with an
+// API key, the key's rate (APIKeys, APIKeyDefault). Throttles whose rate is
+// zero are left out.
 func (p Policy) Throttles() []Throttle {
 	var set []Throttle
 	if len(p.Plans) > 0 {
 		set = append(set,
-			PlanThrottle{Name: "plan", Rates: p.planRates(func(l PlanLimits) Rate { return l.Sustained })},
-			PlanThrottle{Name: "burst", Rates: p.planRates(func(l PlanLimits) Rate { return l.Burst })},
-			DailyQuota{Name: "daily", Rates: p.planRates(func(l PlanLimits) Rate { return l.Daily })},
+			PlanThrottle{Name: "plan", Rates: p.planRates(func(l PlanLimits) Rate { return l.Sustained }), Shadow: p.isShadow("plan")},
+			PlanThrottle{Name: "burst", Rates: p.planRates(func(l PlanLimits) Rate { return l.Burst }), Shadow: p.isShadow("burst")},
+			DailyQuota{Name: "daily", Rates: p.planRates(func(l PlanLimits) Rate { return l.Daily }), Shadow: p.isShadow("daily")},
 		)
 	}
 	if len(p.Roles) > 0 {
-		set = append(set, RoleThrottle{Name: "role", Rates: p.Roles})
+		set = append(set, RoleThrottle{Name: "role", Rates: p.Roles, Shadow: p.isShadow("role")})
 	}
 	if !p.Anonymous.IsZero() {
-		set = append(set, AnonymousThrottle{Name: "anon", Rate: p.Anonymous})
+		set = append(set, AnonymousThrottle{Name: "anon", Rate: p.Anonymous, Shadow: p.isShadow("anon")})
 	}
 	if !p.AnonymousBurst.IsZero() {
-		set = append(set, AnonymousThrottle{Name: "anon_burst", Rate: p.AnonymousBurst})
+		set = append(set, AnonymousThrottle{Name: "anon_burst", Rate: p.AnonymousBurst, Shadow: p.isShadow("anon_burst")})
 	}
 	if !p.IPBurst.IsZero() {
-		set = append(set, IPThrottle{Name: "ip_burst", Rate: p.IPBurst})
+		set = append(set, IPThrottle{Name: "ip_burst", Rate: p.IPBurst, Shadow: p.isShadow("ip_burst")})
 	}
 	if !p.Write.IsZero() {
-		set = append(set, WriteThrottle{Name: "write", Rate: p.Write})
+		set = append(set, WriteThrottle{Name: "write", Rate: p.Write, Shadow: p.isShadow("write")})
 	}
 	if !p.SuspiciousIP.IsZero() {
-		set = append(set, SuspiciousIPThrottle{Name: "suspicious_ip", Rate: p.SuspiciousIP})
+		set = append(set, SuspiciousIPThrottle{Name: "suspicious_ip", Rate: p.SuspiciousIP, Shadow: p.isShadow("suspicious_ip")})
 	}
 	return set
 }
@@ -112,11 +126,13 @@ func (p Policy) Throttles() []Throttle {
 // IPThrottle returns the sustained per-IP throttle (scope "ip"), which the
 // ready-made set leaves out; add it with the With handler option or to
 // Config.Throttles.
-func (p Policy) IPThrottle() Throttle { return IPThrottle{Name: "ip", Rate: p.IP} }
+func (p Policy) IPThrottle() Throttle {
+	return IPThrottle{Name: "ip", Rate: p.IP, Shadow: p.isShadow("ip")}
+}
 
 // BulkThrottle returns the throttle of bulk operations (scope "bulk").
 func (p Policy) BulkThrottle() Throttle {
-	return BulkThrottle{Name: "bulk", Rates: p.planRates(func(l PlanLimits) Rate { return l.Bulk })}
+	return BulkThrottle{Name: "bulk", Rates: p.planRates(func(l PlanLimits) Rate { return l.Bulk }), Shadow: p.isShadow("bulk")}
 }
 
 // ScopeThrottle returns the throttle of endpoint scope name, and false when
@@ -126,8 +142,11 @@ func (p Policy) ScopeThrottle(name string) (Throttle, bool) {
 	if !ok || rate.IsZero() {
 		return nil, false
 	}
-	return ScopeThrottle{Name: name, Rate: rate}, true
+	return ScopeThrottle{Name: name, Rate: rate, Shadow: p.isShadow(name)}, true
 }
+
+// isShadow reports whether ShadowScopes names scope.
+func (p Policy) isShadow(scope string) bool { return slices.Contains(p.ShadowScopes, scope) }
 
 // Validate checks every rate of the policy, naming the field of the first
 // invalid one.
@@ -168,6 +187,15 @@ func (p Policy) Validate() error {
 			return err
 		}
 	}
+	for _, rate := range p.APIKeys {
+		if err := validateOptionalRate("api_keys[...]", rate); err != nil {
+			// The key itself is a secret, so the message does not name it.
+			return err
+		}
+	}
+	if err := validateOptionalRate("api_key_default", p.APIKeyDefault); err != nil {
+		return err
+	}
 	for _, scope := range sortedKeys(p.Scopes) {
 		if err := validateName("scopes."+scope, scope); err != nil {
 			return err
@@ -176,6 +204,11 @@ func (p Policy) Validate() error {
 			return fmt.Errorf("scopes.%s: name %q is reserved for the library's own keys", scope, scope)
 		}
 		if err := validateOptionalRate("scopes."+scope, p.Scopes[scope]); err != nil {
+			return err
+		}
+	}
+	for i, scope := range p.ShadowScopes {
+		if err := validateName(fmt.Sprintf("shadow_scopes[%d]", i), scope); err != nil {
 			return err
 		}
 	}

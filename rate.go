@@ -171,8 +171,13 @@ func (r Rate) String() string {
 // in JSON and YAML.
 func (r Rate) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
 
-// UnmarshalText parses text with ParseRate.
+// UnmarshalText parses text with ParseRate. Empty text is the zero Rate,
+// which configuration reads as "not set", so a zero Rate round-trips.
 func (r *Rate) UnmarshalText(text []byte) error {
+	if len(text) == 0 {
+		*r = Rate{}
+		return nil
+	}
 	parsed, err := ParseRate(string(text))
 	if err != nil {
 		return err

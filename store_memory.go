@@ -69,6 +69,9 @@ type memoryEntry struct {
 	// can tell whether the counter is denying.
 	limit int64
 	flag  bool
+	// pinned marks an entry that the batch holding the shard lock uses, so
+	// that an insert of the same batch does not evict it.
+	pinned bool
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -114,11 +117,25 @@ func (s *MemoryStore) Len() int {
 	return n
 }
 
-// shardIndex hashes key with FNV-1a.
+// shardIndex hashes the hash tag of key (the part between the first '{' and
+// the next '}', as Redis Cluster does) or else the whole key, with FNV-1a.
+// The counters of one subject share a tag, so a batch locks few shards.
 func shardIndex(key string) int {
+	tag := key
+	if open := strings.IndexByte(key, '{'); open >= 0 {
+		if end := strings.IndexByte(key[open+1:], '}'); end > 0 {
+			tag = key[open+1 : open+1+end]
+		}
+	}
+	// Only the last 16 bytes are hashed: the tail of a tag (a hashed IP, the
+	// end of a user ID) varies the most, and a collision only puts two tags
+	// in one shard.
+	if len(tag) > 16 {
+		tag = tag[len(tag)-16:]
+	}
 	h := uint32(2166136261)
-	for i := 0; i < len(key); i++ {
-		h ^= uint32(key[i])
+	for i := 0; i < len(tag); i++ {
+		h ^= uint32(tag[i])
 		h *= 16777619
 	}
 	return int(h % memoryShards)
@@ -138,21 +155,6 @@ func (s *MemoryStore) unlockShards(mask uint64) {
 	}
 }
 
-// batchShards returns the mask of shards that the keys of b live in.
-func batchShards(b *Batch) uint64 {
-	var mask uint64
-	for i := range b.Counters {
-		mask |= 1 << shardIndex(b.Counters[i].Key)
-		if b.Counters[i].FlagKey != "" {
-			mask |= 1 << shardIndex(b.Counters[i].FlagKey)
-		}
-	}
-	if b.DenialKey != "" {
-		mask |= 1 << shardIndex(b.DenialKey)
-	}
-	return mask
-}
-
 // Take implements Store.
 func (s *MemoryStore) Take(ctx context.Context, b *Batch) error {
 	return s.apply(b, true)
@@ -163,13 +165,44 @@ func (s *MemoryStore) Peek(ctx context.Context, b *Batch) error {
 	return s.apply(b, false)
 }
 
+// batchState is the per-counter scratch of one apply, on the stack for
+// batches of up to inlineCounters counters.
+type batchState struct {
+	shard     int
+	flagShard int
+	entry     *memoryEntry
+	applied   bool
+}
+
+const inlineCounters = 12
+
 func (s *MemoryStore) apply(b *Batch, record bool) error {
 	b.prepareResults()
 	nowTime := s.clock.Now()
 	now := nowTime.UnixMilli()
 	b.Now = nowTime
 
-	mask := batchShards(b)
+	var inline [inlineCounters]batchState
+	states := inline[:0]
+	if len(b.Counters) > inlineCounters {
+		states = make([]batchState, 0, len(b.Counters))
+	}
+	var mask uint64
+	for i := range b.Counters {
+		st := batchState{shard: shardIndex(b.Counters[i].Key)}
+		mask |= 1 << st.shard
+		if b.Counters[i].FlagKey != "" {
+			st.flagShard = shardIndex(b.Counters[i].FlagKey)
+			mask |= 1 << st.flagShard
+		}
+		states = append(states, st)
+	}
+	denialShard := -1
+	if record && b.DenialKey != "" {
+		denialShard = shardIndex(b.DenialKey)
+		mask |= 1 << denialShard
+	}
+
 	s.lockShards(mask)
 	defer s.unlockShards(mask)
 
@@ -177,12 +210,21 @@ func (s *MemoryStore) apply(b *Batch, record bool) error {
 	allowed := true
 	for i := range b.Counters {
 		c := &b.Counters[i]
-		res := &b.Results[i]
-		if c.FlagKey != "" && !s.flagSet(c.FlagKey, now) {
-			continue
+		st := &states[i]
+		if c.FlagKey != "" {
+			flag := s.live(st.flagShard, c.FlagKey, now)
+			if flag == nil || !flag.flag {
+				continue
+			}
 		}
+		st.applied = true
+		st.entry = s.live(st.shard, c.Key, now)
+		if st.entry != nil {
+			st.entry.pinned = true
+		}
+		used := usedBy(st.entry, c, now)
+		res := &b.Results[i]
 		res.Applied = true
-		used := s.used(c, now)
 		res.Allowed = used < c.Limit
 		if !res.Allowed && !c.Shadow {
 			allowed = false
@@ -193,27 +235,32 @@ func (s *MemoryStore) apply(b *Batch, record bool) error {
 	if record {
 		if allowed {
 			for i := range b.Counters {
-				if b.Results[i].Applied {
-					s.record(&b.Counters[i], now)
+				st := &states[i]
+				if st.applied {
+					st.entry = s.record(st.shard, st.entry, &b.Counters[i], now)
+					st.entry.pinned = true
 				}
 			}
-		} else if b.DenialKey != "" {
-			s.incrementFixed(b.DenialKey, now, now+b.DenialTTL.Milliseconds())
+		} else if denialShard >= 0 {
+			s.incrementFixed(denialShard, s.live(denialShard, b.DenialKey, now), b.DenialKey, now, now+b.DenialTTL.Milliseconds())
 		}
 	}
 
 	for i := range b.Counters {
-		if b.Results[i].Applied {
-			s.fillResult(&b.Counters[i], &b.Results[i], now)
+		if states[i].applied {
+			fillResult(states[i].entry, &b.Counters[i], &b.Results[i], now)
+			if states[i].entry != nil {
+				states[i].entry.pinned = false
+			}
 		}
 	}
 	return nil
 }
 
-// live returns the unexpired entry of key, deleting an expired one. The
-// caller holds the key's shard lock.
-func (s *MemoryStore) live(key string, now int64) *memoryEntry {
-	sh := &s.shards[shardIndex(key)]
+// live returns the unexpired entry of key in shard, deleting an expired
+// one. The caller holds the shard lock.
+func (s *MemoryStore) live(shard int, key string, now int64) *memoryEntry {
+	sh := &s.shards[shard]
 	e := sh.entries[key]
 	if e == nil {
 		return nil
@@ -225,14 +272,9 @@ func (s *MemoryStore) live(key string, now int64) *memoryEntry {
 	return e
 }
 
-func (s *MemoryStore) flagSet(key string, now int64) bool {
-	e := s.live(key, now)
-	return e != nil && e.flag
-}
-
-// used returns the number of requests counter c currently counts.
-func (s *MemoryStore) used(c *Counter, now int64) int64 {
-	e := s.live(c.Key, now)
+// usedBy returns the number of requests counter c currently counts in e,
+// pruning expired buckets.
+func usedBy(e *memoryEntry, c *Counter, now int64) int64 {
 	if e == nil {
 		return 0
 	}
@@ -245,15 +287,16 @@ func (s *MemoryStore) used(c *Counter, now int64) int64 {
 	return e.win.used()
 }
 
-func (s *MemoryStore) record(c *Counter, now int64) {
+// record adds one request to counter c, whose entry e may be nil, and
+// returns the entry.
+func (s *MemoryStore) record(shard int, e *memoryEntry, c *Counter, now int64) *memoryEntry {
 	if !c.WindowEnd.IsZero() {
-		e := s.incrementFixed(c.Key, now, c.WindowEnd.UnixMilli())
+		e = s.incrementFixed(shard, e, c.Key, now, c.WindowEnd.UnixMilli())
 		e.limit = c.Limit
-		return
+		return e
 	}
-	e := s.live(c.Key, now)
 	if e == nil {
-		e = s.insert(c.Key, now)
+		e = s.insert(shard, c.Key, now)
 	}
 	e.limit = c.Limit
 	period := c.Period.Milliseconds()
@@ -261,14 +304,14 @@ func (s *MemoryStore) record(c *Counter, now int64) {
 	e.win.prune(at, period)
 	e.win.add(at, period)
 	e.expires = at + period
+	return e
 }
 
-// incrementFixed adds one to the plain counter at key, creating it with the
-// given expiry.
-func (s *MemoryStore) incrementFixed(key string, now, expires int64) *memoryEntry {
-	e := s.live(key, now)
+// incrementFixed adds one to the plain counter at key, whose entry e may be
+// nil, creating it with the given expiry.
+func (s *MemoryStore) incrementFixed(shard int, e *memoryEntry, key string, now, expires int64) *memoryEntry {
 	if e == nil {
-		e = s.insert(key, now)
+		e = s.insert(shard, key, now)
 		if expires <= now {
 			// The window has already ended on this clock; keep the key no
 			// longer than a moment so it cannot outlive its window.
@@ -280,8 +323,7 @@ func (s *MemoryStore) incrementFixed(key string, now, expires int64) *memoryEntr
 	return e
 }
 
-func (s *MemoryStore) fillResult(c *Counter, res *CounterResult, now int64) {
-	e := s.live(c.Key, now)
+func fillResult(e *memoryEntry, c *Counter, res *CounterResult, now int64) {
 	if !c.WindowEnd.IsZero() {
 		var used int64
 		if e != nil {
@@ -319,8 +361,8 @@ func millis(ms int64) time.Duration {
 
 // insert adds an empty entry for key, evicting another if the shard is full.
 // The caller holds the shard lock.
-func (s *MemoryStore) insert(key string, now int64) *memoryEntry {
-	sh := &s.shards[shardIndex(key)]
+func (s *MemoryStore) insert(shard int, key string, now int64) *memoryEntry {
+	sh := &s.shards[shard]
 	sh.inserts++
 	if sh.inserts >= memorySweepEvery {
 		sh.inserts = 0
@@ -350,7 +392,7 @@ func (s *MemoryStore) evictOne(sh *memoryShard, now int64) {
 			delete(sh.entries, k)
 			return
 		}
-		if !found && !e.flag && !denying(e, now) {
+		if !found && !e.flag && !e.pinned && !denying(e, now) {
 			candidate, found = k, true
 		}
 		scanned++
@@ -381,16 +423,17 @@ func denying(e *memoryEntry, now int64) bool {
 func (s *MemoryStore) SetFlag(ctx context.Context, key string, until time.Time) error {
 	now := s.clock.Now().UnixMilli()
 	expires := until.UnixMilli()
-	sh := &s.shards[shardIndex(key)]
+	shard := shardIndex(key)
+	sh := &s.shards[shard]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if expires <= now {
 		delete(sh.entries, key)
 		return nil
 	}
-	e := s.live(key, now)
+	e := s.live(shard, key, now)
 	if e == nil {
-		e = s.insert(key, now)
+		e = s.insert(shard, key, now)
 	}
 	e.flag = true
 	e.expires = expires
@@ -400,10 +443,11 @@ func (s *MemoryStore) SetFlag(ctx context.Context, key string, until time.Time) 
 // DeleteFlag implements Store.
 func (s *MemoryStore) DeleteFlag(ctx context.Context, key string) (bool, error) {
 	now := s.clock.Now().UnixMilli()
-	sh := &s.shards[shardIndex(key)]
+	shard := shardIndex(key)
+	sh := &s.shards[shard]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := s.live(key, now)
+	e := s.live(shard, key, now)
 	if e == nil || !e.flag {
 		return false, nil
 	}
@@ -414,10 +458,11 @@ func (s *MemoryStore) DeleteFlag(ctx context.Context, key string) (bool, error) 
 // FlagExpiry implements Store.
 func (s *MemoryStore) FlagExpiry(ctx context.Context, key string) (time.Time, bool, error) {
 	now := s.clock.Now().UnixMilli()
-	sh := &s.shards[shardIndex(key)]
+	shard := shardIndex(key)
+	sh := &s.shards[shard]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := s.live(key, now)
+	e := s.live(shard, key, now)
 	if e == nil || !e.flag {
 		return time.Time{}, false, nil
 	}
@@ -453,10 +498,11 @@ func globMatch(pattern, key string) bool {
 // Count implements Store.
 func (s *MemoryStore) Count(ctx context.Context, key string) (int64, error) {
 	now := s.clock.Now().UnixMilli()
-	sh := &s.shards[shardIndex(key)]
+	shard := shardIndex(key)
+	sh := &s.shards[shard]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := s.live(key, now)
+	e := s.live(shard, key, now)
 	if e == nil {
 		return 0, nil
 	}

@@ -34,13 +34,48 @@ return false
 
 // RedisStore is a Store that keeps counters in Redis, so every instance of a
 // service shares them. It accepts any redis.UniversalClient: a single node,
-// Sentinel (failover), Ring or Cluster. Each Take or Peek is one EVALSHA of
-// one Lua script, flag lookups and denial counting included, and window
-// arithmetic uses the Redis server's clock, so instances whose clocks differ
-// still agree. A RedisStore is safe for concurrent use; it does not own the
-// client, and closing the client is the caller's job.
+// Sentinel (failover), Ring or Cluster. On a single node or Sentinel each
+// Take or Peek is one EVALSHA of one Lua script, flag lookups and denial
+// counting included, and window arithmetic uses the Redis server's clock, so
+// instances whose clocks differ still agree. A RedisStore is safe for
+// concurrent use; it does not own the client, and closing the client is the
+// caller's job.
+//
+// On Redis Cluster (a *redis.ClusterClient), a script may only touch keys of
+// one hash slot, and keys are hash-tagged by subject: {u.ID} for a user's
+// counters, {ip.HASH} for a client IP's, {tenant} for a tenant's denial
+// counter. The store computes each key's slot and never sends a script that
+// spans slots, so there is no CROSSSLOT error, and it keeps the batch all or
+// nothing without ever letting a counter exceed its limit:
+//   - When the counters share one slot, a Take is still one EVALSHA, and a
+//     denied one adds one call to count the denial when the tenant's
+//     denial counter is in another slot.
+//   - Otherwise (an authenticated caller's user and IP counters) the
+//     counters are taken per slot group, one script per group, all in one
+//     pipeline sent to the nodes in parallel: one round trip when allowed.
+//     A group records only when all its counters have room. When any group
+//     denies, the groups that recorded are refunded and the denial is
+//     counted, in a second parallel round trip. Between the two, a
+//     concurrent request can be denied although it would have fit: this
+//     error is on the safe side and lasts one round trip.
+//   - A Peek on several slots is one peek per group, in one parallel round
+//     trip, and its results are combined.
+//
+// Set the client's ContextTimeoutEnabled option, so that the limiter's
+// store timeout bounds each call: without it go-redis ignores the context
+// deadline while it waits for a reply, and a stalled server holds a request
+// for the client's ReadTimeout (3 seconds by default).
+//
+// NOTE: a Ring client sends a script to the shard of its first key, so a
+// counter used together with different subjects, such as a client IP's
+// counter with the counters of several users, is kept on several shards
+// and each copy counts only part of the traffic. Use Cluster or one node.
 type RedisStore struct {
 	client redis.UniversalClient
+	// slotted makes the store group keys by cluster hash slot. It is set
+	// for a cluster client, and tests set it on one node to exercise the
+	// grouping.
+	slotted bool
 	// offsetMillis is added to the server clock. Tests use it to move time
 	// forward on a real server; it is zero otherwise.
 	offsetMillis atomic.Int64
@@ -50,7 +85,8 @@ var _ Store = (*RedisStore)(nil)
 
 // NewRedisStore returns a store on client.
 func NewRedisStore(client redis.UniversalClient) *RedisStore {
-	return &RedisStore{client: client}
+	_, cluster := client.(*redis.ClusterClient)
+	return &RedisStore{client: client, slotted: cluster}
 }
 
 // Take implements Store.
@@ -69,6 +105,11 @@ func (s *RedisStore) run(ctx context.Context, b *Batch, record bool) error {
 		b.Allowed = true
 		b.Now = time.Now()
 		return nil
+	}
+	if s.slotted {
+		if handled, err := s.runSlotted(ctx, b, record); handled {
+			return err
+		}
 	}
 	keys, args := scriptArguments(b, record, s.offsetMillis.Load())
 
@@ -118,13 +159,17 @@ func scriptArguments(b *Batch, record bool, offset int64) ([]string, []any) {
 	return keys, args
 }
 
+// replyPerCounter is the number of integers the script returns per counter:
+// applied, allowed, remaining, reset after, retry after, recorded at.
+const replyPerCounter = 6
+
 // errBadReply is wrapped by errors about replies the script cannot have sent.
 var errBadReply = errors.New("unexpected reply from the rate limit script")
 
 // decodeTakeReply fills b from the script's reply, checking every element.
 func decodeTakeReply(reply []any, b *Batch) error {
 	n := len(b.Counters)
-	if len(reply) != 2+5*n {
+	if len(reply) != 2+replyPerCounter*n {
 		return fmt.Errorf("%w: %d elements for %d counters", errBadReply, len(reply), n)
 	}
 	values := make([]int64, len(reply))
@@ -138,7 +183,7 @@ func decodeTakeReply(reply []any, b *Batch) error {
 	b.Allowed = values[0] == 1
 	b.Now = time.UnixMilli(values[1])
 	for i := range b.Results {
-		v := values[2+5*i:]
+		v := values[2+replyPerCounter*i:]
 		b.Results[i] = CounterResult{
 			Applied:    v[0] == 1,
 			Allowed:    v[1] == 1,

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -77,6 +78,7 @@ func newServerHarness(t *testing.T, client redis.UniversalClient) *storeHarness 
 		},
 		advance: func(d time.Duration) { store.offsetMillis.Add(d.Milliseconds()) },
 		prefix:  prefix,
+		slack:   50 * time.Millisecond,
 	}
 }
 
@@ -135,8 +137,8 @@ func TestRedisStoreBadReply(t *testing.T) {
 		reply []any
 	}{
 		{"too short", []any{int64(1)}},
-		{"wrong type", []any{int64(1), int64(2), "x", int64(1), int64(1), int64(0), int64(0)}},
-		{"nil element", []any{int64(1), int64(2), nil, int64(1), int64(1), int64(0), int64(0)}},
+		{"wrong type", []any{int64(1), int64(2), "x", int64(1), int64(1), int64(0), int64(0), int64(0)}},
+		{"nil element", []any{int64(1), int64(2), nil, int64(1), int64(1), int64(0), int64(0), int64(0)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,4 +157,105 @@ func TestRedisStoreUnreachable(t *testing.T) {
 	require.Error(t, err)
 	assert.ErrorIs(t, err, ErrStoreUnavailable)
 	assert.False(t, strings.Contains(err.Error(), "panic"))
+}
+
+// Two instances whose clocks differ by 10 seconds share one Redis. Windows
+// run on the server's clock, so together they allow exactly what one
+// instance alone allows, and moving an application clock, even by an hour,
+// neither resets nor extends a window.
+func TestRedisStoreClockSkew(t *testing.T) {
+	policy := DefaultPolicy()
+	policy.Plans = map[string]PlanLimits{"free": {Burst: PerMinute(10)}}
+	member := Identity{Tenant: Tenant{Slug: "acme", Plan: "free"}, UserID: "u1"}
+
+	// run sends 40 requests 3 seconds apart on the server clock, alternating
+	// between instances, and returns how many were allowed.
+	run := func(t *testing.T, skews []time.Duration) int {
+		server := miniredis.RunT(t)
+		server.SetTime(testEpoch)
+		client := redis.NewClient(&redis.Options{Addr: server.Addr()})
+		t.Cleanup(func() { client.Close() })
+
+		var clocks []*ManualClock
+		var instances []http.Handler
+		for _, skew := range skews {
+			clock := NewManualClock(testEpoch.Add(skew))
+			lim, err := New(Config{Store: NewRedisStore(client), Clock: clock, Policy: &policy})
+			require.NoError(t, err)
+			clocks = append(clocks, clock)
+			instances = append(instances, lim.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})))
+		}
+
+		allowed := 0
+		serverNow := testEpoch
+		for i := range 40 {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r = r.WithContext(WithIdentity(r.Context(), member))
+			w := httptest.NewRecorder()
+			instances[i%len(instances)].ServeHTTP(w, r)
+			if w.Code == http.StatusOK {
+				allowed++
+			}
+			serverNow = serverNow.Add(3 * time.Second)
+			server.SetTime(serverNow)
+			for _, clock := range clocks {
+				clock.Advance(3 * time.Second)
+			}
+			if i == 5 {
+				clocks[0].Advance(time.Hour)
+			}
+		}
+		return allowed
+	}
+
+	alone := run(t, []time.Duration{0})
+	skewed := run(t, []time.Duration{10 * time.Second, 0})
+	assert.Equal(t, alone, skewed)
+	// 40 requests over 120 seconds at 10 per minute: 10 in the first window,
+	// then about one per 6 seconds as buckets expire.
+	assert.Greater(t, alone, 10)
+	assert.LessOrEqual(t, alone, 30)
+}
+
+// A flag lives in Redis with an absolute expiry, so a new limiter on a new
+// store, as after a restart, sees the flag with its original expiry, and
+// the flag ends at that time, neither extended nor dropped.
+func TestRedisStoreFlagSurvivesReload(t *testing.T) {
+	ctx := context.Background()
+	server := miniredis.RunT(t)
+	server.SetTime(testEpoch)
+	clock := NewManualClock(testEpoch)
+	addr := netip.MustParseAddr("2001:db8:1:2:3:4:5:6")
+
+	newLimiter := func() *Limiter {
+		client := redis.NewClient(&redis.Options{Addr: server.Addr()})
+		t.Cleanup(func() { client.Close() })
+		lim, err := New(Config{Store: NewRedisStore(client), Clock: clock, IPHashSecret: []byte("secret")})
+		require.NoError(t, err)
+		return lim
+	}
+
+	first := newLimiter()
+	require.NoError(t, first.FlagIP(ctx, addr, 90*time.Minute))
+	want := testEpoch.Add(90 * time.Minute)
+
+	clock.Advance(30 * time.Minute)
+	server.FastForward(30 * time.Minute)
+	server.SetTime(testEpoch.Add(30 * time.Minute))
+	second := newLimiter()
+	until, flagged, err := second.IPFlag(ctx, addr)
+	require.NoError(t, err)
+	assert.True(t, flagged)
+	assert.Equal(t, want.UnixMilli(), until.UnixMilli())
+
+	// Another address of the same /64 is the same client.
+	_, flagged, err = second.IPFlag(ctx, netip.MustParseAddr("2001:db8:1:2:ffff::1"))
+	require.NoError(t, err)
+	assert.True(t, flagged, "addresses of one /64 share the flag")
+
+	server.FastForward(60*time.Minute + time.Second)
+	server.SetTime(want.Add(time.Second))
+	_, flagged, err = second.IPFlag(ctx, addr)
+	require.NoError(t, err)
+	assert.False(t, flagged, "the flag ended at its original expiry")
 }

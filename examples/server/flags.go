@@ -16,11 +16,15 @@ import (
 // options are the command-line settings of the demo server.
 type options struct {
 	addr           string
+	configFile     string
 	redisURL       string
 	redisCluster   []string
 	failClosed     bool
 	storeTimeout   time.Duration
 	trustedProxies []netip.Prefix
+	// set holds the names of the flags given on the command line, which
+	// override the configuration file.
+	set map[string]bool
 }
 
 func (o *options) storeName() string {
@@ -37,6 +41,7 @@ func parseFlags(args []string) (*options, error) {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	o := &options{}
 	fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "address to listen on, host:port")
+	fs.StringVar(&o.configFile, "config", "", "load the limiter's configuration from this .json, .yaml or .yml file; -fail, -store-timeout and -trusted-proxies override it when given")
 	fs.StringVar(&o.redisURL, "redis", "", "keep counters in Redis at this URL, redis://HOST:PORT/DB, instead of in memory")
 	cluster := fs.String("redis-cluster", "", "keep counters in a Redis Cluster, given as comma-separated HOST:PORT seed nodes")
 	fail := fs.String("fail", "open", "what to do when the store fails: open (serve the request uncounted) or closed (answer 503)")
@@ -48,6 +53,8 @@ func parseFlags(args []string) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
+	o.set = make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { o.set[f.Name] = true })
 
 	if *cluster != "" {
 		for _, node := range strings.Split(*cluster, ",") {
@@ -79,16 +86,30 @@ func parseFlags(args []string) (*options, error) {
 	return o, nil
 }
 
-// newLimiter builds the limiter the flags describe, and a function that
-// releases what it opened.
-func newLimiter(o *options, logger *slog.Logger) (*throttle.Limiter, func(), error) {
-	cfg := throttle.Config{
-		ClientIP:     throttle.ClientIPResolver{TrustedProxies: o.trustedProxies},
-		FailClosed:   o.failClosed,
-		StoreTimeout: o.storeTimeout,
-		Logger:       logger,
-		Hooks:        hooks(),
+// newLimiter builds the limiter that the configuration file and the flags
+// describe, with hooks, and a function that releases what it opened. The
+// flags given on the command line override the file; the others leave the
+// file's values, or the defaults, in place.
+func newLimiter(o *options, logger *slog.Logger, hooks throttle.Hooks) (*throttle.Limiter, func(), error) {
+	var cfg throttle.Config
+	if o.configFile != "" {
+		var err error
+		cfg, err = throttle.LoadConfigFile(o.configFile)
+		if err != nil {
+			return nil, nil, err
+		}
 	}
+	if o.set["fail"] {
+		cfg.FailClosed = o.failClosed
+	}
+	if o.set["store-timeout"] {
+		cfg.StoreTimeout = o.storeTimeout
+	}
+	if o.set["trusted-proxies"] {
+		cfg.ClientIP.TrustedProxies = o.trustedProxies
+	}
+	cfg.Logger = logger
+	cfg.Hooks = hooks
 
 	cleanup := func() {}
 	client, err := newRedisClient(o)
