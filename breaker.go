@@ -11,8 +11,8 @@ import (
 )
 
 // ErrCircuitOpen is returned, wrapped together with ErrStoreUnavailable,
-// while the circuit breaker is open: the store has failed too often in a row
-// and the limiter answers by its failure policy without calling it.
+// while the circuit breaker is open. The store has failed too often in a
+// row, so the limiter applies its failure policy without calling it.
 var ErrCircuitOpen = errors.New("throttle: circuit breaker open")
 
 // errCircuitOpen is the error of every call refused by an open circuit. It
@@ -40,8 +40,8 @@ const (
 // CircuitBreakerConfig configures the circuit breaker in front of the store.
 // The zero value turns it on with the defaults.
 //
-// After Failures consecutive store failures the circuit opens: for CoolDown
-// the limiter calls no store and answers every request at once by its
+// After Failures consecutive store failures the circuit opens. For CoolDown
+// the limiter then calls no store and decides every request at once by its
 // failure policy (or its local fallback). Then one request is let through
 // as a probe (half-open). A probe that succeeds closes the circuit and one
 // that fails opens it for another CoolDown.
@@ -88,7 +88,7 @@ const (
 // outcome with done after it.
 //
 // The closed state, which is the normal one, costs two atomic loads per
-// call and no lock; the lock is taken only on a failure or while the
+// call and no lock. The lock is taken only on a failure or while the
 // circuit is not closed.
 type breaker struct {
 	clock     Clock
@@ -159,9 +159,9 @@ func (b *breaker) allow() (ok, probe bool) {
 func (b *breaker) done(failed, probe bool) breakerTransition {
 	if !failed {
 		if !probe {
-			// A success that was started before the circuit opened says
-			// little about the store now, so it only clears the count;
-			// only a probe closes an open circuit.
+			// A success that started before the circuit opened is weak
+			// evidence that the store works now, so it only clears the
+			// count. Only a probe closes an open circuit.
 			if b.failures.Load() != 0 {
 				b.failures.Store(0)
 			}
@@ -194,8 +194,8 @@ func (b *breaker) done(failed, probe bool) breakerTransition {
 }
 
 // abandon records a call that ended because the request's own context
-// ended, which says nothing about the store. An abandoned probe leaves the
-// circuit open but lets the next request probe at once.
+// ended, which is no evidence about the store. An abandoned probe leaves
+// the circuit open but lets the next request probe at once.
 func (b *breaker) abandon(probe bool) {
 	if !probe {
 		return

@@ -109,9 +109,10 @@ func LoadConfigFile(path string) (Config, error) {
 //
 // The policy starts from DefaultPolicy. The plans, roles and scopes maps
 // merge over the defaults key by key: a key the defaults have is changed, a
-// new key is added, and a key whose value is "off" or null is removed. A
-// plan given in the file changes only the rates it names, and a new plan
-// starts with every rate off. The single rates (anonymous, ip, write and the
+// new key is added, a role or scope whose value is "off" or null is
+// removed, and so is a plan whose value is null. A plan given in the file
+// changes only the rates it names, and a new plan starts with every rate
+// off. The single rates (anonymous, ip, write and the
 // others) are replaced when given, and "off" or null turns that throttle
 // off.
 //
@@ -121,13 +122,13 @@ func LoadConfigFile(path string) (Config, error) {
 // which cannot be written in the file at all. No error message contains an
 // API key or a secret.
 //
-// The parser is strict: an unknown field, a duplicate key, a value of the
-// wrong type, a null outside a rate or a plan, an invalid rate, a negative
-// or zero duration, a near_limit outside (0, 1], an unknown time zone, an
-// invalid CIDR prefix or an unset environment variable is an error of type
-// *ConfigError that names the field path and quotes the value. The Config
-// is then checked as New checks it, so a Config that ParseConfig returns is
-// accepted by New.
+// The parser is strict. Each of these is an error: an unknown field, a
+// duplicate key, a value of the wrong type, a null outside a rate or a plan,
+// an invalid rate, a negative or zero duration, a near_limit outside (0, 1],
+// an unknown time zone, an invalid CIDR prefix and an unset environment
+// variable. The error is a *ConfigError that names the field path and
+// quotes the value. The Config is then checked as New checks it, so New
+// accepts every Config that ParseConfig returns.
 func ParseConfig(data []byte, format string) (Config, error) {
 	var (
 		root *yaml.Node
@@ -177,8 +178,8 @@ func ParseConfig(data []byte, format string) (Config, error) {
 	return cfg, nil
 }
 
-// placeholderStore stands in for the store while ParseConfig runs New's
-// checks, which only test that a store is set. Its methods are never called.
+// placeholderStore is the store while ParseConfig runs New's checks, which
+// only test that a store is set. Its methods are never called.
 type placeholderStore struct{ Store }
 
 // decodeFile decodes a document that the tree check accepted into file,
@@ -198,7 +199,8 @@ func decodeFile(data []byte, format string, file *fileConfig) error {
 }
 
 // The document's schema. Every field is a pointer or a nil-able collection,
-// so that a field left out can be told from one set to its zero value. The
+// so that a field left out can be distinguished from one set to its zero
+// value. The
 // json tag names each field in both formats; the tree check reads it.
 type fileConfig struct {
 	Prefix           *string             `json:"prefix" yaml:"prefix"`
@@ -501,7 +503,7 @@ func (b *configBuilder) buildAPIKeys(file *fileAPIKeys) (*APIKeyThrottle, error)
 			return nil, fieldError(path, "the key in environment variable %q is also listed in api_keys.keys", name)
 		}
 		if other, ok := from[key]; ok {
-			return nil, fieldError(path, "environment variable %q holds the same key as %q", name, other)
+			return nil, fieldError(path, "environment variable %q contains the same key as %q", name, other)
 		}
 		from[key] = name
 		r, _, err := b.rate(path, file.KeysEnv[name])

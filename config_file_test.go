@@ -284,7 +284,7 @@ func TestParseConfigHidesSecrets(t *testing.T) {
 		{"bad variable name", "ip_hash_secret_env: NOT=VALID",
 			`ip_hash_secret_env: invalid environment variable name`},
 		{"same key twice", "api_keys:\n  keys_env: {THROTTLE_TEST_KEY_A: 1/hour, THROTTLE_TEST_KEY_B: 2/hour}",
-			`api_keys.keys_env.THROTTLE_TEST_KEY_B: environment variable "THROTTLE_TEST_KEY_B" holds the same key as "THROTTLE_TEST_KEY_A"`},
+			`api_keys.keys_env.THROTTLE_TEST_KEY_B: environment variable "THROTTLE_TEST_KEY_B" contains the same key as "THROTTLE_TEST_KEY_A"`},
 		{"key in file and variable", "api_keys:\n  keys: {key-" + secretValue + ": 1/hour}\n  keys_env: {THROTTLE_TEST_KEY_A: 2/hour}",
 			`api_keys.keys_env.THROTTLE_TEST_KEY_A: the key in environment variable "THROTTLE_TEST_KEY_A" is also listed in api_keys.keys`},
 		{"bypass key of wrong type", "bypass_api_keys: [31337]",

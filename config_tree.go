@@ -29,7 +29,7 @@ const (
 	maxTreeNodes = 100_000
 )
 
-// YAML tags of the scalars the checker tells apart.
+// YAML tags of the scalars that the checker distinguishes.
 const (
 	tagString = "!!str"
 	tagInt    = "!!int"
@@ -67,7 +67,7 @@ func parseYAMLTree(data []byte) (*yaml.Node, error) {
 		if err != nil {
 			return nil, err
 		}
-		return nil, errors.New("yaml: more than one document: a configuration file holds one")
+		return nil, errors.New("yaml: more than one document: a configuration file must contain exactly one")
 	}
 
 	root := &doc

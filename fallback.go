@@ -4,7 +4,7 @@ import "fmt"
 
 // FallbackConfig configures the local fallback: what the limiter decides
 // while the store fails. The zero value turns it off, and the failure
-// policy (fail open or fail closed) answers instead.
+// policy (fail open or fail closed) applies instead.
 //
 // With the fallback on, a request that meets a failing store (an error, a
 // timeout or an open circuit breaker) is decided on counters kept in this
@@ -64,6 +64,6 @@ func (f *fallback) run(b *Batch, record bool) {
 	}
 	b.DenialKey = ""
 	b.DenialTTL = 0
-	// The memory store cannot fail, so its error is always nil.
+	// MemoryStore.apply returns nil whatever the batch.
 	_ = f.store.apply(b, record)
 }

@@ -47,6 +47,10 @@ func New(cfg Config) (*Limiter, error) {
 		l.breaker = newBreaker(cfg.CircuitBreaker, cfg.Clock)
 	}
 	l.fallback = newFallback(cfg.Fallback, cfg.Clock)
+	if rs, ok := cfg.Store.(*RedisStore); ok && rs.ignoresDeadlines() && cfg.Logger != nil {
+		cfg.Logger.Warn("the Redis client ignores context deadlines, so the store timeout does not bound a call; " +
+			"set ContextTimeoutEnabled in its options")
+	}
 	return l, nil
 }
 
@@ -69,7 +73,8 @@ type evaluation struct {
 
 // Check decides whether r may proceed under the limiter's ready-made set
 // and the handler options, counting it when it may. The error is the store
-// error, if any; the Decision then follows the failure policy.
+// error, if any. The Decision then follows the failure policy, or is decided
+// on local counters when the fallback is on (Decision.Fallback).
 func (l *Limiter) Check(r *http.Request, opts ...HandlerOption) (*Decision, error) {
 	h := l.handlerConfig(opts)
 	d := &Decision{}
@@ -95,7 +100,11 @@ func (l *Limiter) decide(r *http.Request, h *handlerConfig, d *Decision, record 
 	if reason := l.bypass(id); reason != BypassNone {
 		d.Allowed = true
 		d.Bypass = reason
-		l.reportBypass(r, d)
+		// A usage report is not a request to the API, so it is not
+		// reported as a bypassed one.
+		if record {
+			l.reportBypass(r, d)
+		}
 		return
 	}
 

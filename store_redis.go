@@ -62,9 +62,9 @@ return false
 //     trip, and its results are combined.
 //
 // Set the client's ContextTimeoutEnabled option, so that the limiter's
-// store timeout bounds each call: without it go-redis ignores the context
-// deadline while it waits for a reply, and a stalled server holds a request
-// for the client's ReadTimeout (3 seconds by default).
+// store timeout bounds each call. Without it, go-redis (v9.23) ignores the
+// context deadline while it waits for a reply, so a stalled server holds a
+// request for the client's ReadTimeout, 5 seconds by default.
 //
 // NOTE: a Ring client sends a script to the shard of its first key, so a
 // counter used together with different subjects, such as a client IP's
@@ -87,6 +87,22 @@ var _ Store = (*RedisStore)(nil)
 func NewRedisStore(client redis.UniversalClient) *RedisStore {
 	_, cluster := client.(*redis.ClusterClient)
 	return &RedisStore{client: client, slotted: cluster}
+}
+
+// ignoresDeadlines reports whether the client was built without
+// ContextTimeoutEnabled, in which case go-redis does not stop waiting for a
+// reply when the context's deadline passes, and the store timeout does not
+// bound a call.
+func (s *RedisStore) ignoresDeadlines() bool {
+	switch c := s.client.(type) {
+	case *redis.Client:
+		return !c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return !c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return !c.Options().ContextTimeoutEnabled
+	}
+	return false
 }
 
 // Take implements Store.
@@ -132,13 +148,9 @@ func scriptArguments(b *Batch, record bool, offset int64) ([]string, []any) {
 	if record {
 		recordFlag = 1
 	}
-	denialIndex := 0
-	if b.DenialKey != "" && record {
-		keys = append(keys, b.DenialKey)
-		denialIndex = len(keys)
-	}
-	args[0], args[1], args[2], args[3], args[4] = recordFlag, offset, n, denialIndex, b.DenialTTL.Milliseconds()
 
+	// Flag keys follow the counter keys, so that one MGET reads them all;
+	// the denial key comes last.
 	for i := range b.Counters {
 		c := &b.Counters[i]
 		flagIndex := 0
@@ -156,6 +168,13 @@ func scriptArguments(b *Batch, record bool, offset int64) ([]string, []any) {
 		}
 		args = append(args, c.Limit, c.Period.Milliseconds(), windowEnd, flagIndex, shadow)
 	}
+
+	denialIndex := 0
+	if b.DenialKey != "" && record {
+		keys = append(keys, b.DenialKey)
+		denialIndex = len(keys)
+	}
+	args[0], args[1], args[2], args[3], args[4] = recordFlag, offset, n, denialIndex, b.DenialTTL.Milliseconds()
 	return keys, args
 }
 

@@ -28,8 +28,9 @@ import (
 //     that holds that time) and the denial counter is incremented, again in
 //     one parallel pipeline.
 //
-// No counter ever holds more than its limit: a group records only with room,
-// so two requests racing for the last unit of a counter cannot both take it.
+// No counter that can deny ever holds more than its limit, because a group
+// records only with room: two requests racing for the last unit of a
+// counter cannot both take it.
 // Between the two phases a counter can hold a request that is about to be
 // refunded, so a concurrent request may be denied when it would have fit.
 // That error is on the safe side and lasts one round trip.
@@ -86,10 +87,10 @@ func keySlot(key string) uint16 {
 // then 4 values per counter: the time the take recorded at in ms, limit,
 // period ms, window end ms (0 for a sliding window).
 //
-// A sliding window's request sits in the oldest bucket whose last request
-// is not older than the recorded time: the take put it in a bucket whose
-// last time it set to that time, and later requests only move a bucket's
-// time forward or merge it into a newer bucket. A request whose period has
+// A sliding window's request is in the oldest bucket whose last request is
+// not older than the recorded time. The take put it in a bucket and set
+// that bucket's last time to the recorded time. Later requests only move a
+// bucket's time forward or merge it into a newer bucket. A request whose period has
 // passed is no longer counted, so nothing is removed for it. The value is
 // written back in the layout it was read in, with or without the leading
 // total, and its TTL only shrinks. A fixed window is decremented.
@@ -295,9 +296,8 @@ func groupBySlot(b *Batch, slots []uint16, applies []bool) []*slotGroup {
 // pipeline and fills each group's results and recorded times.
 //
 // NOTE: when one group fails with an error after another recorded, the
-// recorded counters keep the request; the error makes the limiter apply its
-// failure policy, and the extra count, on the safe side, expires with its
-// window.
+// recorded counters keep the request until their window passes, which is
+// the safe side. The error makes the limiter apply its failure policy.
 func (s *RedisStore) takeGroups(ctx context.Context, groups []*slotGroup, record bool) error {
 	offset := s.offsetMillis.Load()
 	calls := make([]scriptCall, len(groups))
@@ -347,10 +347,9 @@ func decodeRecordedAt(reply []any, n int) ([]int64, error) {
 // the denial, in one pipeline, and updates the refunded counters' results
 // from the refund's reply.
 //
-// NOTE: when the refund fails, the denial stands and the refunded counters
-// keep the request until their window passes, which is the safe side; the
-// error is returned so that it is seen, and the limiter then applies its
-// failure policy.
+// NOTE: when the refund fails, the counters that recorded keep the request
+// until their window passes, which is the safe side. The error is returned,
+// so the limiter applies its failure policy to the request.
 func (s *RedisStore) undoDenied(ctx context.Context, b *Batch, groups []*slotGroup) error {
 	offset := s.offsetMillis.Load()
 	var calls []scriptCall

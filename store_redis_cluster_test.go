@@ -27,7 +27,7 @@ func TestCRC16XMODEM(t *testing.T) {
 }
 
 func TestKeySlot(t *testing.T) {
-	// The expected slots are the answers of CLUSTER KEYSLOT from Redis 7.0.
+	// The expected slots are what CLUSTER KEYSLOT returns on Redis 7.0.
 	tests := []struct {
 		key  string
 		slot uint16

@@ -8,15 +8,15 @@ import (
 
 // usageReport is the body of the usage handler's response.
 type usageReport struct {
-	// Resources maps each applicable throttle's scope to where the caller
-	// stands in it. Empty for a bypassed caller.
+	// Resources maps each applicable throttle's scope to the caller's usage
+	// of it. Empty for a bypassed caller.
 	Resources map[string]usageResource `json:"resources"`
-	// Bypass is why the caller skips every throttle, such as "staff";
-	// empty when it does not.
+	// Bypass is the reason the caller skips every throttle, such as
+	// "staff", or empty.
 	Bypass Bypass `json:"bypass"`
 }
 
-// usageResource is where a caller stands in one throttle.
+// usageResource is a caller's usage of one throttle.
 type usageResource struct {
 	Limit     int64 `json:"limit"`
 	Remaining int64 `json:"remaining"`
@@ -30,9 +30,9 @@ type usageResource struct {
 	Shadow bool `json:"shadow,omitempty"`
 }
 
-// UsageHandler returns a handler that tells the caller of each request
-// where it stands in every throttle that would apply to it under opts,
-// without counting the request: the library's counterpart of GitHub's
+// UsageHandler returns a handler that sends the caller of each request its
+// usage of every throttle that would apply to it under opts, without
+// counting the request: the library's counterpart of GitHub's
 // GET /rate_limit. It reads the caller as the middleware does and calls
 // Limiter.Usage. Mount it at a route of its own, outside the limiter's
 // middleware, or the request to it is counted like any other:
@@ -61,7 +61,7 @@ func (l *Limiter) UsageHandler(opts ...HandlerOption) http.Handler {
 		h.Set("Cache-Control", "no-store")
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			h.Set("Allow", "GET, HEAD")
-			writeUsageJSON(w, http.StatusMethodNotAllowed, []byte(`{"detail": "Method not allowed. Use GET."}`))
+			writeUsageJSON(w, http.StatusMethodNotAllowed, []byte(`{"detail": "Method not allowed. Use GET or HEAD."}`))
 			return
 		}
 
@@ -74,8 +74,8 @@ func (l *Limiter) UsageHandler(opts ...HandlerOption) http.Handler {
 
 		body, err := json.Marshal(newUsageReport(d))
 		if err != nil {
-			// The report holds only integers, strings and booleans, so
-			// marshaling cannot fail; answer without detail if it does.
+			// The report contains only integers, strings and booleans, so
+			// marshaling cannot fail. If it does, the client gets no detail.
 			writeUsageJSON(w, http.StatusInternalServerError, []byte(`{"detail": "Internal error."}`))
 			return
 		}

@@ -122,6 +122,21 @@ func TestUsageHandlerBypass(t *testing.T) {
 	assert.JSONEq(t, `{"resources": {}, "bypass": "staff"}`, rec.Body.String())
 }
 
+func TestUsageHandlerReportsNoHookEvent(t *testing.T) {
+	var events []string
+	note := func(name string) func(Event) { return func(Event) { events = append(events, name) } }
+	lim := newUsageLimiter(t, Config{Hooks: Hooks{
+		Allowed: note("allowed"), Denied: note("denied"), Bypassed: note("bypassed"), NearLimit: note("near_limit"),
+	}})
+	staff := usageMember
+	staff.Staff = true
+
+	getUsage(t, lim.UsageHandler(), usageMember)
+	getUsage(t, lim.UsageHandler(), staff)
+
+	assert.Empty(t, events)
+}
+
 func TestUsageHandlerScopes(t *testing.T) {
 	policy := DefaultPolicy()
 	policy.ShadowScopes = []string{"search"}

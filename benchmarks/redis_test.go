@@ -43,7 +43,7 @@ type redisRun struct {
 // newRedisRun connects to the server named by THROTTLE_REDIS_ADDR and talks
 // to no other address. It registers the removal of every key the run creates,
 // found by SCAN on the run's prefix, so nothing else on the server is touched.
-func newRedisRun(b *testing.B) *redisRun {
+func newRedisRun(b testing.TB) *redisRun {
 	b.Helper()
 	addr := os.Getenv(redisAddrEnv)
 	if addr == "" {
@@ -105,7 +105,7 @@ func deleteMatching(ctx context.Context, client *redis.Client, pattern string) e
 
 // ululeRedisDecider builds ulule's Redis store with a single limit. Its keys
 // are the run prefix, ":ulule:" and the benchmark key.
-func (run *redisRun) ululeRedisDecider(b *testing.B) deciderSource {
+func (run *redisRun) ululeRedisDecider(b testing.TB) deciderSource {
 	b.Helper()
 	store, err := ululeredis.NewStoreWithOptions(run.client, ulule.StoreOptions{Prefix: run.prefix + ":ulule"})
 	if err != nil {
@@ -116,7 +116,7 @@ func (run *redisRun) ululeRedisDecider(b *testing.B) deciderSource {
 
 // throttleRedisDecider builds a limiter with the ready-made set on a Redis
 // store. Its keys start with the run prefix.
-func (run *redisRun) throttleRedisDecider(b *testing.B) deciderSource {
+func (run *redisRun) throttleRedisDecider(b testing.TB) deciderSource {
 	b.Helper()
 	lim, err := throttle.New(throttle.Config{
 		Store:        throttle.NewRedisStore(run.client),

@@ -24,7 +24,7 @@ func benchPolicy() *throttle.Policy {
 }
 
 // newThrottleLimiter builds a limiter with the ready-made set on store.
-func newThrottleLimiter(b *testing.B, store throttle.Store) *throttle.Limiter {
+func newThrottleLimiter(b testing.TB, store throttle.Store) *throttle.Limiter {
 	b.Helper()
 	lim, err := throttle.New(throttle.Config{Store: store, Policy: benchPolicy(), StoreTimeout: 5 * time.Second})
 	if err != nil {

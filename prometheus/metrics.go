@@ -27,10 +27,12 @@
 //     once with scope "".
 //   - throttle_near_limit_total{scope}: requests that brought a throttle's
 //     use to the configured fraction of its limit (Config.NearLimit).
-//   - throttle_store_errors_total: decisions whose store call failed; the
-//     request then followed the failure policy.
+//   - throttle_store_errors_total: decisions made without the store, because
+//     its call failed or the circuit breaker was open. The failure policy or
+//     the local fallback decided them.
 //   - throttle_store_duration_seconds: a histogram of the duration of each
-//     store call, failed calls included.
+//     store call, failed calls included. Calls the open circuit breaker
+//     skipped are not observed.
 //
 // Tenants, users and client IPs are not labels: their number is unbounded,
 // and each label value is a time series of its own. Use the Denied hook and
@@ -113,7 +115,7 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 		}, []string{"scope"}),
 		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name:        "throttle_store_errors_total",
-			Help:        "Rate limit decisions whose store call failed, so the failure policy applied.",
+			Help:        "Rate limit decisions made without the store, because its call failed or the circuit breaker was open.",
 			ConstLabels: o.constLabels,
 		}),
 		storeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{

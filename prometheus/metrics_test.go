@@ -146,7 +146,7 @@ func TestMetricsShadowLimiter(t *testing.T) {
 	expected := `
 # HELP throttle_requests_total Requests decided by the rate limiter, by decision and scope. Denials count once per denying throttle.
 # TYPE throttle_requests_total counter
-throttle_requests_total{decision="allowed",scope=""} 10
+throttle_requests_total{decision="allowed",scope="burst"} 10
 throttle_requests_total{decision="shadow_denied",scope="burst"} 1
 `
 	assert.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(expected), "throttle_requests_total"))
@@ -161,11 +161,12 @@ func TestMetricsShadowThrottle(t *testing.T) {
 	assert.Equal(t, http.StatusOK, status)
 
 	// The shadow burst throttle's denial is counted, and the request is
-	// counted as allowed too, because it was served.
+	// counted as allowed too, because it was served. The shadow throttle
+	// is still the most restrictive one, so it names the scope.
 	expected := `
 # HELP throttle_requests_total Requests decided by the rate limiter, by decision and scope. Denials count once per denying throttle.
 # TYPE throttle_requests_total counter
-throttle_requests_total{decision="allowed",scope="ip_burst"} 11
+throttle_requests_total{decision="allowed",scope="burst"} 11
 throttle_requests_total{decision="shadow_denied",scope="burst"} 1
 `
 	assert.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(expected), "throttle_requests_total"))
@@ -189,7 +190,7 @@ func TestMetricsStoreErrors(t *testing.T) {
 	assert.Equal(t, http.StatusOK, status, "fails open by default")
 
 	expected := `
-# HELP throttle_store_errors_total Rate limit decisions whose store call failed, so the failure policy applied.
+# HELP throttle_store_errors_total Rate limit decisions made without the store, because its call failed or the circuit breaker was open.
 # TYPE throttle_store_errors_total counter
 throttle_store_errors_total 2
 `
@@ -222,4 +223,23 @@ func TestNewWithoutRegistry(t *testing.T) {
 throttle_requests_total{decision="bypassed",limiter="api",scope=""} 1
 `
 	assert.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(expected), "throttle_requests_total"))
+}
+
+func TestMetricsCircuitOpen(t *testing.T) {
+	lim, _, reg, calls := newLimiter(t, throttle.Config{
+		Store:          failingStore{},
+		CircuitBreaker: throttle.CircuitBreakerConfig{Failures: 3},
+	})
+
+	// Three failed calls open the circuit; the manual clock never reaches
+	// the end of the cool-down, so the other four requests skip the store.
+	serve(t, lim, freeMember, 7)
+
+	expected := `
+# HELP throttle_store_errors_total Rate limit decisions made without the store, because its call failed or the circuit breaker was open.
+# TYPE throttle_store_errors_total counter
+throttle_store_errors_total 7
+`
+	assert.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(expected), "throttle_store_errors_total"))
+	assert.Equal(t, 3, calls.storeCall, "only calls made are timed")
 }

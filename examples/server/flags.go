@@ -91,22 +91,9 @@ func parseFlags(args []string) (*options, error) {
 // flags given on the command line override the file; the others leave the
 // file's values, or the defaults, in place.
 func newLimiter(o *options, logger *slog.Logger, hooks throttle.Hooks) (*throttle.Limiter, func(), error) {
-	var cfg throttle.Config
-	if o.configFile != "" {
-		var err error
-		cfg, err = throttle.LoadConfigFile(o.configFile)
-		if err != nil {
-			return nil, nil, err
-		}
-	}
-	if o.set["fail"] {
-		cfg.FailClosed = o.failClosed
-	}
-	if o.set["store-timeout"] {
-		cfg.StoreTimeout = o.storeTimeout
-	}
-	if o.set["trusted-proxies"] {
-		cfg.ClientIP.TrustedProxies = o.trustedProxies
+	cfg, err := limiterConfig(o)
+	if err != nil {
+		return nil, nil, err
 	}
 	cfg.Logger = logger
 	cfg.Hooks = hooks
@@ -119,6 +106,10 @@ func newLimiter(o *options, logger *slog.Logger, hooks throttle.Hooks) (*throttl
 	if client != nil {
 		cfg.Store = throttle.NewRedisStore(client)
 		cleanup = func() { client.Close() }
+		if err := pingStore(context.Background(), client); err != nil {
+			logger.Warn("store is not reachable at start-up; requests follow the failure policy until it is",
+				"store", o.storeName(), "error", err)
+		}
 	}
 
 	lim, err := throttle.New(cfg)
@@ -127,6 +118,29 @@ func newLimiter(o *options, logger *slog.Logger, hooks throttle.Hooks) (*throttl
 		return nil, nil, err
 	}
 	return lim, cleanup, nil
+}
+
+// limiterConfig returns the configuration file's Config, or the defaults
+// without one, with the flags given on the command line applied over it.
+func limiterConfig(o *options) (throttle.Config, error) {
+	var cfg throttle.Config
+	if o.configFile != "" {
+		var err error
+		cfg, err = throttle.LoadConfigFile(o.configFile)
+		if err != nil {
+			return throttle.Config{}, err
+		}
+	}
+	if o.set["fail"] {
+		cfg.FailClosed = o.failClosed
+	}
+	if o.set["store-timeout"] {
+		cfg.StoreTimeout = o.storeTimeout
+	}
+	if o.set["trusted-proxies"] {
+		cfg.ClientIP.TrustedProxies = o.trustedProxies
+	}
+	return cfg, nil
 }
 
 // newRedisClient connects to the Redis the flags name, or returns nil for

@@ -1,11 +1,16 @@
 // Command server is a small demo API protected by throttle. It
 // authenticates "Authorization: Bearer TOKEN" against a fixed user table,
-// rate-limits every route with the ready-made set, and logs each request's
-// decision in one line.
+// rate-limits every route under /api/ with the ready-made set, and logs each
+// request's decision in one line. GET /rate_limit reports the caller's usage
+// of its limits without counting a request, and GET /metrics serves the limiter's
+// Prometheus metrics. -config loads the limiter's configuration from a JSON
+// or YAML file.
 //
-//	go run ./examples/server
+//	go run ./examples/server -config testdata/config/complete.yaml
 //	curl -i http://127.0.0.1:8080/api/items
 //	curl -i -H 'Authorization: Bearer free-member' http://127.0.0.1:8080/api/items
+//	curl -H 'Authorization: Bearer free-member' http://127.0.0.1:8080/rate_limit
+//	curl http://127.0.0.1:8080/metrics
 package main
 
 import (
@@ -21,7 +26,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/zumodra/throttle"
+	throttleprom "github.com/zumodra/throttle/prometheus"
 )
 
 // users maps bearer tokens to identities. A real service looks tokens up in
@@ -55,7 +63,14 @@ func run() error {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stdout, nil))
 
-	lim, cleanup, err := newLimiter(opts, logger)
+	// A private registry holds only the limiter's metrics, so /metrics shows
+	// what this demo is about.
+	registry := prometheus.NewRegistry()
+	metrics, err := throttleprom.New(registry)
+	if err != nil {
+		return err
+	}
+	lim, cleanup, err := newLimiter(opts, logger, metrics.Hooks(hooks()))
 	if err != nil {
 		return err
 	}
@@ -63,7 +78,7 @@ func run() error {
 
 	srv := &http.Server{
 		Addr:              opts.addr,
-		Handler:           logRequests(logger, authenticate(routes(lim))),
+		Handler:           logRequests(logger, authenticate(routes(lim, registry, logger))),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 
@@ -71,7 +86,7 @@ func run() error {
 	defer stop()
 	errc := make(chan error, 1)
 	go func() {
-		logger.Info("listening", "addr", opts.addr, "store", opts.storeName())
+		logger.Info("listening", "addr", opts.addr, "store", opts.storeName(), "config", opts.configFile)
 		errc <- srv.ListenAndServe()
 	}()
 
@@ -91,14 +106,32 @@ func run() error {
 
 // routes registers the demo API. Each route gets the ready-made set; the
 // options add the write, bulk and endpoint-scope throttles where they belong.
-func routes(lim *throttle.Limiter) http.Handler {
+// The usage report and the metrics are not rate-limited.
+func routes(lim *throttle.Limiter, registry *prometheus.Registry, logger *slog.Logger) http.Handler {
+	search := scopeOption(lim, logger, "search")
+	report := scopeOption(lim, logger, "report")
+
 	mux := http.NewServeMux()
 	mux.Handle("GET /api/items", lim.Handler(jsonReply(map[string]any{"items": []string{"apple", "pear"}})))
 	mux.Handle("POST /api/items", lim.Handler(jsonReply(map[string]any{"created": true})))
 	mux.Handle("POST /api/bulk/import", lim.Handler(jsonReply(map[string]any{"imported": 0}), throttle.Bulk()))
-	mux.Handle("GET /api/search", lim.Handler(jsonReply(map[string]any{"results": []string{}}), throttle.Scope("search")))
-	mux.Handle("GET /api/reports", lim.Handler(jsonReply(map[string]any{"reports": []string{}}), throttle.Scope("report")))
+	mux.Handle("GET /api/search", lim.Handler(jsonReply(map[string]any{"results": []string{}}), search...))
+	mux.Handle("GET /api/reports", lim.Handler(jsonReply(map[string]any{"reports": []string{}}), report...))
+	usage := append(append([]throttle.HandlerOption{throttle.Bulk()}, search...), report...)
+	mux.Handle("GET /rate_limit", lim.UsageHandler(usage...))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// scopeOption returns the option that gives a route the endpoint scope
+// name, or none when the configuration turned that scope off. Scope panics
+// for a scope without a rate, and a configuration file may remove one.
+func scopeOption(lim *throttle.Limiter, logger *slog.Logger, name string) []throttle.HandlerOption {
+	if _, ok := lim.Policy().ScopeThrottle(name); !ok {
+		logger.Warn("endpoint scope is off in the configuration, so its routes have no scope throttle", "scope", name)
+		return nil
+	}
+	return []throttle.HandlerOption{throttle.Scope(name)}
 }
 
 func jsonReply(body any) http.Handler {
