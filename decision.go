@@ -93,9 +93,6 @@ func (d *Decision) reset() {
 	*d = Decision{Statuses: statuses, keys: keys}
 }
 
-// denied reports whether the decision sends a denial to the client.
-func (d *Decision) denied() bool { return !d.Allowed }
-
 // hasLimits reports whether the response carries limit headers.
 func (d *Decision) hasLimits() bool { return d.Bypass == BypassNone && d.Limit > 0 }
 

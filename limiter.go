@@ -62,13 +62,12 @@ func (l *Limiter) Policy() Policy { return *l.cfg.Policy }
 
 // evaluation is the scratch space of one decision, reused through a pool.
 type evaluation struct {
-	req      Request
-	batch    Batch
-	scopes   []string
-	tenants  []string
-	periods  []time.Duration
-	shadows  []bool
-	statuses []Status
+	req     Request
+	batch   Batch
+	scopes  []string
+	tenants []string
+	periods []time.Duration
+	shadows []bool
 }
 
 // Check decides whether r may proceed under the limiter's ready-made set

@@ -153,9 +153,13 @@ func newRedisClient(o *options) (redis.UniversalClient, error) {
 		if err != nil {
 			return nil, fmt.Errorf("-redis: invalid URL %q: %w", o.redisURL, err)
 		}
+		// Without ContextTimeoutEnabled go-redis ignores the deadline that
+		// -store-timeout sets, and a stalled Redis would hold each request
+		// for the client's 5-second read timeout.
+		opts.ContextTimeoutEnabled = true
 		return redis.NewClient(opts), nil
 	case len(o.redisCluster) > 0:
-		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: o.redisCluster}), nil
+		return redis.NewClusterClient(&redis.ClusterOptions{Addrs: o.redisCluster, ContextTimeoutEnabled: true}), nil
 	}
 	return nil, nil
 }
