@@ -21,7 +21,8 @@ type Decision struct {
 	// bypassed requests, in shadow mode, and when the store failed and the
 	// failure policy is to fail open.
 	Allowed bool
-	// Bypass is why the request skipped the throttles; empty when it did not.
+	// Bypass is the reason the request skipped the throttles; empty when it
+	// did not.
 	// A bypassed request is not counted and gets no limit headers.
 	Bypass Bypass
 	// ShadowDenied reports that the request would have been denied but was
@@ -57,7 +58,7 @@ type Decision struct {
 	keys keyArena
 }
 
-// Status is where a caller stands in one throttle.
+// Status describes a caller's use of one throttle.
 type Status struct {
 	// Scope names the throttle.
 	Scope string

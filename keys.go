@@ -20,9 +20,9 @@ import (
 //
 // Every part is encoded so that no two (prefix, scope, tenant, subject,
 // window) tuples share a key, whatever characters tenant slugs and user IDs
-// hold: a value made only of letters, digits, '.', '-' and '_' (not first),
-// at most maxRawKeyPart bytes long, is written as is; any other value is
-// written as '~' and the base64url SHA-256 of the value, cut to 22
+// contain. A value made only of letters, digits, '.', '-' and '_' (not
+// first), at most maxRawKeyPart bytes long, is written as is. Any other
+// value is written as '~' and the base64url SHA-256 of the value, cut to 22
 // characters (128 bits). The two forms cannot meet, because '~' is never
 // part of a raw value. Keys therefore stay short whatever the input size.
 //

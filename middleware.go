@@ -85,8 +85,8 @@ func (l *Limiter) handlerConfig(opts []HandlerOption) *handlerConfig {
 }
 
 // Handler wraps next so that each request is checked before it is served.
-// An allowed request gets the limit fields and reaches next; a denied one
-// gets 429 with Retry-After and never reaches next; a bypassed one reaches
+// An allowed request gets the limit fields and reaches next. A denied one
+// gets 429 with Retry-After and never reaches next. A bypassed one reaches
 // next with no limit fields. When the store fails, the request is served
 // uncounted, or answered 503 when Config.FailClosed is set, unless the
 // local fallback decides it as a normal request.
@@ -166,7 +166,7 @@ func writeProblem(w http.ResponseWriter, r *http.Request, seconds int64) {
 // unavailableRetryAfter is the Retry-After of a fail-closed 503, in seconds.
 const unavailableRetryAfter = "1"
 
-// writeUnavailable answers a request that fails closed. The body carries no
+// writeUnavailable writes the 503 response of a request that fails closed. The body carries no
 // internal error text.
 func writeUnavailable(w http.ResponseWriter) {
 	h := w.Header()
