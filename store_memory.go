@@ -178,9 +178,10 @@ const inlineCounters = 12
 
 func (s *MemoryStore) apply(b *Batch, record bool) error {
 	b.prepareResults()
-	nowTime := s.clock.Now()
-	now := nowTime.UnixMilli()
-	b.Now = nowTime
+	now := s.clock.Now().UnixMilli()
+	// Results are whole milliseconds after Now, so Now is too, and a reset
+	// at midnight reads as midnight rather than a moment after it.
+	b.Now = time.UnixMilli(now)
 
 	var inline [inlineCounters]batchState
 	states := inline[:0]

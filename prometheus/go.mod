@@ -1,3 +1,7 @@
+// NOTE: the root module has no tagged release yet, so this module requires
+// its zero version and the replace below points it at this repository.
+// Users outside the repository can fetch this module only after a release
+// of the root module is tagged and required here instead.
 module github.com/zumodra/throttle/prometheus
 
 go 1.26.0
