@@ -91,9 +91,10 @@ func (l *Limiter) Denials(ctx context.Context, tenant string, day time.Time) (in
 	return l.cfg.Store.Count(ctx, string(l.keys.denialKey(nil, tenant, day)))
 }
 
-// Usage returns where the caller of r stands in every throttle that would
-// apply to it under the handler options, without counting a request. It is
-// the library's counterpart of GitHub's GET /rate_limit.
+// Usage returns the caller's limit, remaining requests and reset in every
+// throttle that would apply to it under the handler options, without
+// counting a request. It is the library's counterpart of GitHub's
+// GET /rate_limit.
 func (l *Limiter) Usage(r *http.Request, opts ...HandlerOption) (*Decision, error) {
 	h := l.handlerConfig(opts)
 	d := &Decision{}

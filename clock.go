@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Clock tells the time. The memory store and the limiter read it instead of
+// Clock is a source of the current time. The memory store and the limiter read it instead of
 // time.Now, so tests can move time forward without sleeping.
 type Clock interface {
 	Now() time.Time

@@ -20,8 +20,8 @@ const (
 	DefaultFlagDuration    = time.Hour
 	// DefaultStoreTimeout bounds each store call. 100 ms is long against a
 	// Redis round trip on a local network (well under a millisecond) and
-	// short against an API's latency budget, so a slow Redis adds at most a
-	// tenth of a second before the failure policy applies.
+	// short against an API's latency budget. A slow Redis therefore adds at
+	// most a tenth of a second before the failure policy applies.
 	DefaultStoreTimeout = 100 * time.Millisecond
 )
 
@@ -30,7 +30,7 @@ const (
 type Config struct {
 	// Store keeps the counters. Nil means a new MemoryStore on Clock.
 	Store Store
-	// Clock tells the time for calendar days and for the default memory
+	// Clock is the source of time for calendar days and for the default memory
 	// store. Nil means the system clock. The Redis store uses the Redis
 	// server's clock for windows whatever this says.
 	Clock Clock
@@ -73,7 +73,7 @@ type Config struct {
 	// hook fires. Zero means 0.8.
 	NearLimit float64
 
-	// FailClosed answers 503 with Retry-After when the store fails. The
+	// FailClosed sends 503 with Retry-After when the store fails. The
 	// default is to fail open: serve the request uncounted.
 	FailClosed bool
 	// StoreTimeout bounds every store call. Zero means 100 ms.

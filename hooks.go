@@ -29,7 +29,7 @@ type Hooks struct {
 	StoreCall func(elapsed time.Duration, err error)
 }
 
-// Event is what a hook receives.
+// Event is the argument of a hook.
 type Event struct {
 	// Request is the request being decided.
 	Request *http.Request

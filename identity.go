@@ -70,7 +70,7 @@ func IdentityFrom(ctx context.Context) (Identity, bool) {
 	return *id, true
 }
 
-// Subject is what a counter counts for: a user, a client IP or an API key.
+// Subject is the owner of a counter: a user, a client IP or an API key.
 type Subject struct {
 	// Kind is "u" for a user, "ip" for a client address, "k" for an API key.
 	Kind string
@@ -78,7 +78,7 @@ type Subject struct {
 	Value string
 }
 
-// Request is what throttles see of one HTTP request.
+// Request is the view of one HTTP request that throttles get.
 type Request struct {
 	// HTTP is the request being served.
 	HTTP *http.Request

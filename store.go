@@ -66,7 +66,7 @@ type Counter struct {
 	Shadow bool
 }
 
-// CounterResult is what a store reports for one counter of a batch.
+// CounterResult is the outcome a store reports for one counter of a batch.
 type CounterResult struct {
 	// Applied is false when the counter's flag was not set; the other fields
 	// are then zero.

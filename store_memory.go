@@ -27,7 +27,7 @@ const memoryEvictScan = 32
 
 // MemoryConfig configures a MemoryStore. The zero value is ready to use.
 type MemoryConfig struct {
-	// Clock tells the time. Nil means the system clock. Tests pass a
+	// Clock is the source of the current time. Nil means the system clock. Tests pass a
 	// *ManualClock.
 	Clock Clock
 	// MaxKeys bounds the number of keys kept; 0 means DefaultMemoryMaxKeys.

@@ -47,7 +47,7 @@ type Limit struct {
 	// Tenant is the tenant part of the key; empty means a counter shared by
 	// every tenant, such as a per-IP counter.
 	Tenant string
-	// Subject is what the counter counts for.
+	// Subject is the owner of the counter.
 	Subject Subject
 	// Calendar makes the counter a calendar-day quota that resets at
 	// midnight in the limiter's time zone, instead of a sliding window.

@@ -8,8 +8,8 @@ package throttle
 // the last of them. A bucket counts against the limit until its last
 // request is P old. Every request is therefore counted for at least P after
 // it was made, so no interval of length P ever contains more than N allowed
-// requests. The price is on the safe side only: a request can be counted up
-// to one slot (P / windowBuckets, a tenth of the period) longer than an
+// requests. The price is on the safe side only. A request can be counted
+// up to one slot (P / windowBuckets, a tenth of the period) longer than an
 // exact sliding log would count it, so a client can be denied up to that
 // much early. The state never grows with N.
 //
