@@ -259,3 +259,38 @@ func TestRedisStoreFlagSurvivesReload(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, flagged, "the flag ended at its original expiry")
 }
+
+// The Lua script merges the two oldest buckets when a period change
+// would give a window more buckets than it can hold, as window.go does.
+func TestRedisStorePeriodChangeKeepsCount(t *testing.T) {
+	start := testEpoch.Truncate(time.Hour)
+	server := miniredis.RunT(t)
+	server.SetTime(start)
+	client := redis.NewClient(&redis.Options{Addr: server.Addr()})
+	t.Cleanup(func() { client.Close() })
+	store := NewRedisStore(client)
+	ctx := context.Background()
+	key := "test:plan:acme:{u.42}"
+	take := func(at time.Duration, period time.Duration) *Batch {
+		t.Helper()
+		server.SetTime(start.Add(at))
+		b := &Batch{Counters: []Counter{{Key: key, Limit: 100, Period: period}}}
+		require.NoError(t, store.Take(ctx, b))
+		return b
+	}
+
+	take(5*time.Minute+54*time.Second, time.Hour)
+	for k := 1; k <= 10; k++ {
+		take(time.Duration(k)*6*time.Minute, time.Hour)
+	}
+	value, err := client.Get(ctx, key).Result()
+	require.NoError(t, err)
+	require.Len(t, strings.Fields(value), 1+2*maxBuckets, "the window is full: %q", value)
+
+	b := take(72*time.Minute+6*time.Second, 2*time.Hour)
+	value, err = client.Get(ctx, key).Result()
+	require.NoError(t, err)
+	assert.Len(t, strings.Fields(value), 1+2*maxBuckets, "the window merged instead of growing: %q", value)
+	assert.True(t, b.Allowed)
+	assert.Equal(t, int64(100-12), b.Results[0].Remaining)
+}
