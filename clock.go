@@ -16,7 +16,7 @@ type systemClock struct{}
 
 func (systemClock) Now() time.Time { return time.Now() }
 
-// ManualClock is a Clock that moves only when told to. Tests of handlers
+// ManualClock is a Clock that moves only when a test moves it. Tests of handlers
 // protected by a limiter use it to cross window boundaries instantly. The
 // zero value reads as the zero time; a ManualClock is safe for concurrent use.
 type ManualClock struct {

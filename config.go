@@ -32,7 +32,7 @@ type Config struct {
 	Store Store
 	// Clock is the source of time for calendar days and for the default memory
 	// store. Nil means the system clock. The Redis store uses the Redis
-	// server's clock for windows whatever this says.
+	// server's clock for windows whatever Clock is.
 	Clock Clock
 	// Policy holds the rates. Nil means DefaultPolicy().
 	Policy *Policy

@@ -46,8 +46,8 @@ type Policy struct {
 	APIKeyDefault Rate            `json:"api_key_default" yaml:"api_key_default"`
 }
 
-// DefaultPolicy returns the default rates: the four standard plans, the
-// seven standard roles, anonymous 30/hour and 5/minute, IP 1000/hour and
+// DefaultPolicy returns the default rates. They are the four standard plans,
+// the seven standard roles, anonymous 30/hour and 5/minute, IP 1000/hour and
 // 30/minute, suspicious IP 10/hour, writes 100/hour, and the endpoint scopes
 // expensive_operation, search and report, and the endpoint scopes of the
 // Django REST Framework service this library succeeds (auth, token,
@@ -86,13 +86,13 @@ func (p Policy) planRates(field func(PlanLimits) Rate) map[string]Rate {
 	return rates
 }
 
-// Throttles returns the ready-made set: to an authenticated caller, the
-// plan's sustained rate, burst rate and daily quota, its role's rate; to an
-// anonymous caller, the anonymous sustained and burst rates; to every
-// caller, the IP burst rate, the write rate on POST, PUT, PATCH and DELETE,
-// and the suspicious-IP rate while its IP is flagged; to a caller with an
-// API key, the key's rate (APIKeys, APIKeyDefault). Throttles whose rate is
-// zero are left out.
+// Throttles returns the ready-made set. An authenticated caller gets the
+// plan's sustained rate, burst rate and daily quota, and its role's rate.
+// An anonymous caller gets the anonymous sustained and burst rates. Every
+// caller gets the IP burst rate, the write rate on POST, PUT, PATCH and
+// DELETE, and the suspicious-IP rate while its IP is flagged. A caller with
+// an API key also gets the key's rate (APIKeys, APIKeyDefault). Throttles
+// whose rate is zero are left out.
 func (p Policy) Throttles() []Throttle {
 	var set []Throttle
 	if len(p.Plans) > 0 {

@@ -16,7 +16,7 @@ import (
 var takeScriptSource string
 
 // takeScript is shared by every RedisStore. go-redis runs it with EVALSHA
-// and, when the server answers NOSCRIPT (after a restart or SCRIPT FLUSH),
+// and, when the server replies NOSCRIPT (after a restart or SCRIPT FLUSH),
 // sends the source once with EVAL, which loads it again.
 var takeScript = redis.NewScript(takeScriptSource)
 

@@ -1,8 +1,8 @@
 // Package throttle rate-limits the HTTP APIs of multi-tenant services.
 //
-// A Limiter evaluates a set of throttles for each request (per plan, per
+// A Limiter evaluates a set of throttles for each request: per plan, per
 // role, anonymous, per IP, flagged IPs, writes, bulk operations and named
-// endpoint scopes), checks and records all of their counters in one store
+// endpoint scopes. It checks and records all of their counters in one store
 // call, all or nothing, and reports a Decision. Its Handler method wraps an
 // http.Handler: it writes the X-RateLimit-* fields and the IETF RateLimit
 // and RateLimit-Policy fields, answers 429 with Retry-After when a limit is

@@ -42,7 +42,7 @@ type usageResource struct {
 // The options work as they do for Handler, so the report includes the
 // endpoint scopes named with Scope. The response is JSON, such as
 //
-//	{"resources": {"burst": {"limit": 10, "remaining": 7, "used": 3, "reset": 1764844800, "window": 60}}, "bypass": ""}
+//	{"resources":{"burst":{"limit":10,"remaining":7,"used":3,"reset":1764844800,"window":60}},"bypass":""}
 //
 // where reset is the Unix time in seconds at which the counter is full
 // again, window is the period in seconds, and a throttle in shadow mode
