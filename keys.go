@@ -235,9 +235,3 @@ func (a *keyArena) end() string {
 	}
 	return unsafe.String(&a.buf[a.begin], len(a.buf)-a.begin)
 }
-
-// appendDate appends ":YYYY-MM-DD" for the calendar day of t.
-func appendDate(dst []byte, t time.Time) []byte {
-	dst = append(dst, ':')
-	return t.AppendFormat(dst, time.DateOnly)
-}

@@ -356,3 +356,10 @@ func FuzzKeyEncoding(f *testing.F) {
 		}
 	})
 }
+
+// appendDate appends ":YYYY-MM-DD" for the calendar day of t, as the
+// limiter writes it into the keys of calendar-day quotas.
+func appendDate(dst []byte, t time.Time) []byte {
+	dst = append(dst, ':')
+	return t.AppendFormat(dst, time.DateOnly)
+}

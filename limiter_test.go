@@ -1021,3 +1021,24 @@ func TestNewRejectsInvalidConfig(t *testing.T) {
 		})
 	}
 }
+
+func TestLimiterDailyKeyNamesDate(t *testing.T) {
+	clock := NewManualClock(time.Date(2026, 12, 4, 23, 30, 0, 0, time.UTC))
+	berlin := time.FixedZone("UTC+1", 60*60)
+	lim, err := New(Config{Clock: clock, Location: berlin})
+	require.NoError(t, err)
+
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r = r.WithContext(WithIdentity(r.Context(), Identity{Tenant: Tenant{Slug: "acme", Plan: "free"}, UserID: "42"}))
+	d, err := lim.Check(r)
+	require.NoError(t, err)
+
+	var daily Status
+	for _, s := range d.Statuses {
+		if s.Scope == "daily" {
+			daily = s
+		}
+	}
+	assert.Equal(t, "throttle:daily:acme:{u.42}:2026-12-05", daily.Key, "the date is the day in the limiter's time zone")
+	assert.Equal(t, time.Date(2026, 12, 6, 0, 0, 0, 0, berlin).Unix(), daily.Reset.Unix())
+}
