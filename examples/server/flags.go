@@ -147,6 +147,12 @@ func limiterConfig(o *options) (throttle.Config, error) {
 // the memory store. A server that does not answer at start-up is logged by
 // the limiter later; it is not fatal, because failing open keeps serving.
 func newRedisClient(o *options) (redis.UniversalClient, error) {
+	if o.redisURL != "" || len(o.redisCluster) > 0 {
+		// go-redis prints every failed dial to stderr. The limiter already
+		// logs store errors through slog, at most once per 10 seconds with a
+		// count, so the demo keeps only those.
+		redis.SetLogger(discardRedisLog{})
+	}
 	switch {
 	case o.redisURL != "":
 		opts, err := redis.ParseURL(o.redisURL)
@@ -170,3 +176,8 @@ func pingStore(ctx context.Context, client redis.UniversalClient) error {
 	defer cancel()
 	return client.Ping(ctx).Err()
 }
+
+// discardRedisLog drops go-redis's own log lines.
+type discardRedisLog struct{}
+
+func (discardRedisLog) Printf(context.Context, string, ...any) {}
