@@ -112,6 +112,7 @@ func (cfg *Config) normalize() error {
 		p := DefaultPolicy()
 		cfg.Policy = &p
 	}
+
 	if err := cfg.Policy.Validate(); err != nil {
 		return fmt.Errorf("%w: policy: %w", ErrInvalidConfig, err)
 	}
@@ -121,6 +122,7 @@ func (cfg *Config) normalize() error {
 	if err := validateThrottles(cfg.Throttles); err != nil {
 		return fmt.Errorf("%w: throttles: %w", ErrInvalidConfig, err)
 	}
+
 	if cfg.Prefix == "" {
 		cfg.Prefix = DefaultPrefix
 	}
@@ -130,6 +132,7 @@ func (cfg *Config) normalize() error {
 	if cfg.Location == nil {
 		cfg.Location = time.UTC
 	}
+
 	if err := cfg.ClientIP.Validate(); err != nil {
 		return fmt.Errorf("%w: client_ip: %w", ErrInvalidConfig, err)
 	}
@@ -138,6 +141,7 @@ func (cfg *Config) normalize() error {
 			return fmt.Errorf("%w: bypass_api_keys[%d]: empty key", ErrInvalidConfig, i)
 		}
 	}
+
 	switch {
 	case cfg.DenialRetention == 0:
 		cfg.DenialRetention = DefaultDenialRetention
@@ -156,6 +160,7 @@ func (cfg *Config) normalize() error {
 	case cfg.StoreTimeout < 0:
 		return fmt.Errorf("%w: store_timeout: invalid value %v: must be positive", ErrInvalidConfig, cfg.StoreTimeout)
 	}
+
 	if err := cfg.CircuitBreaker.normalize(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}

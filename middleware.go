@@ -88,7 +88,7 @@ func (l *Limiter) handlerConfig(opts []HandlerOption) *handlerConfig {
 // An allowed request gets the limit fields and reaches next. A denied one
 // gets 429 with Retry-After and never reaches next. A bypassed one reaches
 // next with no limit fields. When the store fails, the request is served
-// uncounted, or answered 503 when Config.FailClosed is set, unless the
+// uncounted, or gets 503 when Config.FailClosed is set, unless the
 // local fallback decides it as a normal request.
 func (l *Limiter) Handler(next http.Handler, opts ...HandlerOption) http.Handler {
 	h := l.handlerConfig(opts)

@@ -66,10 +66,11 @@ return false
 // context deadline while it waits for a reply, so a stalled server holds a
 // request for the client's ReadTimeout, 5 seconds by default.
 //
-// NOTE: a Ring client sends a script to the shard of its first key, so a
+// NOTE: a Ring client sends a script to the shard of its first key. A
 // counter used together with different subjects, such as a client IP's
-// counter with the counters of several users, is kept on several shards
-// and each copy counts only part of the traffic. Use Cluster or one node.
+// counter with the counters of several users, is then kept on several
+// shards, and each copy counts only part of the traffic. Use Cluster or
+// one node.
 type RedisStore struct {
 	client redis.UniversalClient
 	// slotted makes the store group keys by cluster hash slot. It is set
@@ -307,7 +308,7 @@ func (s *RedisStore) Count(ctx context.Context, key string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %q holds %q, not a counter", errBadReply, key, v)
+		return 0, fmt.Errorf("%w: %q contains %q, which is not an integer counter", errBadReply, key, v)
 	}
 	return n, nil
 }

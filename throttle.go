@@ -5,7 +5,7 @@
 // endpoint scopes. It checks and records all of their counters in one store
 // call, all or nothing, and reports a Decision. Its Handler method wraps an
 // http.Handler: it writes the X-RateLimit-* fields and the IETF RateLimit
-// and RateLimit-Policy fields, answers 429 with Retry-After when a limit is
+// and RateLimit-Policy fields, sends 429 with Retry-After when a limit is
 // reached, and lets staff, superusers and allowlisted API keys through
 // without counting them.
 //

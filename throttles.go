@@ -49,7 +49,7 @@ func (t IPThrottle) Limit(r *Request) (Limit, bool) { return ipLimit(r, t.Rate, 
 func (t IPThrottle) validate() error { return validateRate(t.Rate) }
 
 // SuspiciousIPThrottle limits client IPs that are flagged, with Limiter.FlagIP,
-// to a low rate. The flag lives in the store, so every instance sees it, and
+// to a low rate. The flag lives in the store, so every instance reads it, and
 // the store checks it in the same call that counts the request.
 type SuspiciousIPThrottle struct {
 	// Name is the scope, usually "suspicious_ip".

@@ -47,8 +47,8 @@ type usageResource struct {
 // where reset is the Unix time in seconds at which the counter is full
 // again, window is the period in seconds, and a throttle in shadow mode
 // has "shadow": true. A bypassed caller gets "bypass" set to "staff",
-// "superuser" or "api_key" and no resources. The handler answers GET and
-// HEAD, and 405 to other methods. When the store fails it answers 503 with
+// "superuser" or "api_key" and no resources. The handler serves GET and
+// HEAD, and sends 405 to other methods. When the store fails it answers 503 with
 // Retry-After and no internal error text. Like Handler, it panics when opts
 // name an endpoint scope that the policy has no rate for.
 func (l *Limiter) UsageHandler(opts ...HandlerOption) http.Handler {

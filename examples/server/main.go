@@ -153,7 +153,7 @@ func jsonReply(body any) http.Handler {
 
 // authenticate reads the bearer token and stores the caller's identity in
 // the request context. No header means an anonymous caller; an unknown token
-// is answered 401 here, before the limiter runs.
+// gets 401 here, before the limiter runs.
 func authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		header := r.Header.Get("Authorization")
